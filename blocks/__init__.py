@@ -1,0 +1,19 @@
+"""attnlens blocks: CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) and ``capture`` to read their maps.
+
+Pure PyTorch; nothing here knows of the web app. The seed names (``ACmix``, ``CB2d``, ``CA``,
+``space_to_depth``) and the descriptive ones import from here.
+"""
+from .acmix import ACmix
+from .capture import capture, find_blocks
+from .context import CB2d, GlobalContextBlock
+from .coord import CA, CoordinateAttention
+from .deform import DCN, DCNv2, DeformConv, ModulatedDeformConv
+from .maps import BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps, WindowAttentionMaps
+from .spd import SPDConv, SpaceToDepth, space_to_depth
+
+__all__ = [
+    "ACmix", "CB2d", "CA", "DCN", "DCNv2", "SPDConv", "space_to_depth",
+    "GlobalContextBlock", "CoordinateAttention", "DeformConv", "ModulatedDeformConv", "SpaceToDepth",
+    "capture", "find_blocks",
+    "BlockMaps", "ContextMaps", "CoordMaps", "DeformMaps", "SpaceToDepthMaps", "WindowAttentionMaps",
+]

@@ -1,0 +1,278 @@
+"""ACmix: convolution and self-attention sharing one set of 1x1 projections.
+
+Paper: Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022,
+https://arxiv.org/abs/2111.14556. Official code consulted: LeapLabTHU/ACmix (``ResNet/test_bottleneck.py``).
+
+We keep the official parameters (and so its ``state_dict`` keys: ``rate1, rate2, conv1, conv2,
+conv3, conv_p, fc, dep_conv.weight``, no ``dep_conv.bias``), its initialisation and, wherever the
+official forward works, its function. Where we differ:
+
+* **No unfold.** The official code materialises ``kernel_att**2`` copies of K, V and the positional
+  encoding with ``nn.Unfold``. We compute the window logits row by row as small matrix products and
+  read the ``kernel_att`` taps of each row off a band of the product (a strided view), so the peak
+  extra memory is a few copies of one feature map, not 49.
+* **Positional term in closed form.** ``pe = conv_p(position)`` is affine in the (x, y) coordinates,
+  so ``q . (pe_q - pe_k) = (q . w_x)(x_q - x_k) + (q . w_y)(y_q - y_k)``: two scalars per query.
+* **Any map size.** Keys outside the map are read by reflection, like the official
+  ``ReflectionPad2d``; for maps smaller than the padding (where ``ReflectionPad2d`` raises) the
+  reflection is repeated (period ``2 * (n - 1)``; a size-1 axis repeats its only row).
+* **Odd sizes with stride > 1** give ``ceil(n / stride)`` outputs in both paths (the official view to
+  ``n // stride`` fails there).
+* **dilation** dilates the attention window (the official code only enlarges the padding, then fails).
+* **kernel_conv** may be any odd size (the official ``padding=1`` only fits 3).
+* **Any device and dtype**: coordinates are built on the input's device (the official calls ``.cuda()``).
+* Invalid sizes (``out_planes % head``, even kernels, non-positive values) raise ``ValueError`` here,
+  not a shape error inside ``forward``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ACmix", "WindowGeometry", "attention_received", "reflect_indices", "window_attention_apply",
+    "window_attention_logits",
+]
+
+
+def reflect_indices(size: int, start: int, stop: int, device: torch.device | None = None) -> Tensor:
+    """Source index of positions ``start <= i < stop`` of an axis of ``size``, reflected at the edges.
+
+    Reflection without repeating the edge, as ``ReflectionPad``: ``-1 -> 1``, ``size -> size - 2``.
+    Beyond one reflection it repeats with period ``2 * (size - 1)``; a size-1 axis maps to 0.
+    """
+    index = torch.arange(start, stop, device=device)
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    index = index.remainder(period)
+    return torch.where(index >= size, period - index, index)
+
+
+QUERY_TILE = (4, 8)  # queries per block (rows, columns); keys come from the block grown by the window
+
+
+class WindowGeometry:
+    """Where the ``kernel x kernel`` window of each query reads on a reflection-padded map.
+
+    Query ``(i, j)`` sits at ``(stride * i, stride * j)``; its tap ``(a, b)`` reads the padded map at
+    ``(stride * i + dilation * a, stride * j + dilation * b)``, padding ``dilation * (kernel - 1) // 2``.
+
+    For speed, queries are grouped in blocks of ``tile`` queries; every block attends densely to the
+    keys its windows cover (``key_tile``) in one batched matrix product, and the ``kernel**2`` taps of
+    each query are then a strided view of that product (HaloNet-style blocking, no unfold).
+    """
+
+    def __init__(self, height: int, width: int, kernel: int, stride: int, dilation: int, device: torch.device):
+        self.height, self.width = height, width
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        self.pad = dilation * (kernel - 1) // 2
+        self.out_height = (height - 1) // stride + 1
+        self.out_width = (width - 1) // stride + 1
+        self.tile = (min(QUERY_TILE[0], self.out_height), min(QUERY_TILE[1], self.out_width))
+        self.tiles = (-(-self.out_height // self.tile[0]), -(-self.out_width // self.tile[1]))
+        span = dilation * (kernel - 1) + 1
+        self.key_tile = tuple(stride * (t - 1) + span for t in self.tile)
+        # Flat source index of every key of every block, (blocks, key_tile rows * cols). Keys past the
+        # padded map are only read by padding queries, whose results are dropped.
+        source = []
+        for size, tiles, tile, key_tile in zip((height, width), self.tiles, self.tile, self.key_tile):
+            extent = stride * (tiles * tile - 1) + span
+            source.append(reflect_indices(size, -self.pad, extent - self.pad, device).unfold(0, key_tile, stride * tile))
+        rows, cols = source  # (r, key rows), (c, key cols)
+        self.key_index = (rows[:, None, :, None] * width + cols[None, :, None, :]).flatten()
+
+    @property
+    def blocks_per_map(self) -> int:
+        return self.tiles[0] * self.tiles[1]
+
+    def key_blocks(self, tensor: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
+        batch, channels = tensor.shape[:2]
+        positions = tensor.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # (B, H*W, C)
+        return positions.index_select(1, self.key_index).view(batch * self.blocks_per_map, -1, channels)
+
+    def query_blocks(self, tensor: Tensor) -> Tensor:
+        """``(B, C, H', W')`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded."""
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        padded = F.pad(tensor, (0, cols * tile_cols - self.out_width, 0, rows * tile_rows - self.out_height))
+        blocks = padded.unflatten(2, (rows, tile_rows)).unflatten(4, (cols, tile_cols))  # (B, C, r, tr, c, tc)
+        return blocks.permute(0, 2, 4, 3, 5, 1).reshape(-1, tile_rows * tile_cols, tensor.shape[1])
+
+    def windows(self, products: Tensor) -> Tensor:
+        """Taps of every query in block products: ``(B * blocks, tile, key_tile) -> (B, r, c, tr, tc, k, k)``.
+
+        A strided view of the contiguous ``products``; query ``(u, v)`` of a block, tap ``(a, b)`` is
+        key ``(stride * u + dilation * a, stride * v + dilation * b)`` of the block's keys.
+        """
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        key_rows, key_cols = self.key_tile
+        block = tile_rows * tile_cols * key_rows * key_cols
+        size = (len(products) // self.blocks_per_map, rows, cols, tile_rows, tile_cols, self.kernel, self.kernel)
+        stride = (rows * cols * block, cols * block, block,
+                  tile_cols * key_rows * key_cols + self.stride * key_cols, key_rows * key_cols + self.stride,
+                  self.dilation * key_cols, self.dilation)
+        return products.as_strided(size, stride, products.storage_offset())
+
+    def to_map(self, windows: Tensor) -> Tensor:
+        """``(B, r, c, tr, tc, k, k) -> (B, k * k, H', W')``, the official attention layout."""
+        batch = len(windows)
+        flat = windows.permute(0, 5, 6, 1, 3, 2, 4).reshape(batch, self.kernel ** 2, self.tiles[0] * self.tile[0],
+                                                             self.tiles[1] * self.tile[1])
+        return flat[..., :self.out_height, :self.out_width]
+
+    def from_map(self, tensor: Tensor) -> Tensor:
+        """Inverse of ``to_map``, padding with zeros: ``(B, k * k, H', W') -> (B, r, c, tr, tc, k, k)``."""
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        padded = F.pad(tensor, (0, cols * tile_cols - self.out_width, 0, rows * tile_rows - self.out_height))
+        blocks = padded.reshape(len(tensor), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
+        return blocks.permute(0, 3, 5, 4, 6, 1, 2)
+
+    def unblock(self, blocks: Tensor) -> Tensor:
+        """``(B * blocks, tile, C) -> (B, C, H', W')``."""
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        channels = blocks.shape[-1]
+        grid = blocks.reshape(-1, rows, cols, tile_rows, tile_cols, channels).permute(0, 5, 1, 3, 2, 4)
+        return grid.reshape(-1, channels, rows * tile_rows, cols * tile_cols)[..., :self.out_height, :self.out_width]
+
+
+def window_attention_logits(q: Tensor, k: Tensor, position_weight: Tensor, geometry: WindowGeometry) -> Tensor:
+    """ACmix window attention logits ``q . (k + pe_q - pe_k)`` up to a per-query constant: ``(B*heads, k*k, H', W')``.
+
+    q: ``(B*heads, head_dim, H, W)``, already scaled by ``head_dim ** -0.5``; k: the same shape.
+    position_weight: ``(head_dim, 2)``, the weight of ``conv_p`` on the (x, y) coordinates.
+
+    ``pe = conv_p(x, y)`` is affine, so ``q . (pe_q - pe_k) = q . pe_q - (q . w_x) x_k - (q . w_y) y_k``.
+    The first term is constant over a query's window and cancels in the softmax; the others are folded
+    into the matrix product as two extra channels: ``[q, -q . w_x, -q . w_y] . [k, x_k, y_k]``. The
+    coordinates travel with the keys through the reflection padding, as ``pe_k`` does in the official code.
+    """
+    g = geometry
+    batch, _, height, width = k.shape
+    q = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
+    q_position = torch.einsum("bdhw,dc->bchw", q, position_weight.to(q.dtype))  # (BH, 2 [x, y], H', W')
+    x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
+    y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
+    queries = g.query_blocks(torch.cat([q, -q_position], 1))  # (BH*blocks, tile, d + 2)
+    keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
+    return g.to_map(g.windows(torch.bmm(queries, keys.transpose(1, 2))))
+
+
+def window_attention_apply(weights: Tensor, v: Tensor, geometry: WindowGeometry) -> Tensor:
+    """Weighted sum of each window's values: ``(B*heads, k*k, H', W') x (B*heads, d, H, W) -> (B*heads, d, H', W')``."""
+    g = geometry
+    values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
+    dense = weights.new_zeros(len(values), g.tile[0] * g.tile[1], values.shape[1])  # (BH*blocks, tile, key_tile)
+    g.windows(dense).copy_(g.from_map(weights))  # each query's weights on the keys of its block
+    return g.unblock(torch.bmm(dense, values))  # (BH, d, H', W')
+
+
+class ACmix(nn.Module):
+    """ACmix block: ``rate1 * window_attention + rate2 * shift_convolution``, sharing q, k, v.
+
+    Args:
+        in_planes: input channels.
+        out_planes: output channels; must be divisible by ``head``.
+        kernel_att: attention window size (odd).
+        head: attention heads.
+        kernel_conv: size of the convolution path's kernel (odd).
+        stride: output stride of both paths.
+        dilation: dilation of the attention window.
+
+    Shapes: ``(N, in_planes, H, W) -> (N, out_planes, ceil(H / stride), ceil(W / stride))``.
+    The submodule ``softmax`` outputs the window attention ``(N*head, kernel_att**2, H', W')``,
+    tap ``t = i * kernel_att + j`` for window row ``i`` and column ``j``, as in the official code.
+
+    Example::
+
+        >>> block = ACmix(64, 64)
+        >>> block(torch.randn(2, 64, 14, 14)).shape
+        torch.Size([2, 64, 14, 14])
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4,
+                 kernel_conv: int = 3, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        for name, value in dict(in_planes=in_planes, out_planes=out_planes, kernel_att=kernel_att, head=head,
+                                kernel_conv=kernel_conv, stride=stride, dilation=dilation).items():
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if out_planes % head:
+            raise ValueError(f"out_planes ({out_planes}) must be divisible by head ({head})")
+        if kernel_att % 2 == 0 or kernel_conv % 2 == 0:
+            raise ValueError(f"kernel_att and kernel_conv must be odd, got {kernel_att} and {kernel_conv}")
+        self.in_planes, self.out_planes = in_planes, out_planes
+        self.head, self.head_dim = head, out_planes // head
+        self.kernel_att, self.kernel_conv = kernel_att, kernel_conv
+        self.stride, self.dilation = stride, dilation
+
+        self.rate1 = nn.Parameter(torch.empty(1))
+        self.rate2 = nn.Parameter(torch.empty(1))
+        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=1)  # q
+        self.conv2 = nn.Conv2d(in_planes, out_planes, kernel_size=1)  # k
+        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)  # v
+        self.conv_p = nn.Conv2d(2, self.head_dim, kernel_size=1)  # positional encoding of (x, y)
+        self.softmax = nn.Softmax(dim=1)  # over the window taps; hooked by blocks.capture
+        self.fc = nn.Conv2d(3 * head, kernel_conv * kernel_conv, kernel_size=1, bias=False)
+        self.dep_conv = nn.Conv2d(kernel_conv * kernel_conv * self.head_dim, out_planes, kernel_size=kernel_conv,
+                                  padding=kernel_conv // 2, stride=stride, groups=self.head_dim, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: rates 0.5, ``dep_conv`` = one-hot shift kernels (one per tap)."""
+        nn.init.constant_(self.rate1, 0.5)
+        nn.init.constant_(self.rate2, 0.5)
+        taps = self.kernel_conv * self.kernel_conv
+        shift = torch.zeros(taps, self.kernel_conv, self.kernel_conv)
+        for t in range(taps):
+            shift[t, t // self.kernel_conv, t % self.kernel_conv] = 1.0
+        with torch.no_grad():
+            self.dep_conv.weight.copy_(shift.repeat(self.out_planes, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, height, width = x.shape
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)  # (N, C, H, W) each
+        heads = (n * self.head, self.head_dim, height, width)
+        geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
+
+        logits = window_attention_logits(q.reshape(heads) * self.head_dim ** -0.5, k.reshape(heads),
+                                          self.conv_p.weight[:, :, 0, 0], geometry)
+        weights = self.softmax(logits)  # (N*head, k_att**2, H', W')
+        out_att = window_attention_apply(weights, v.reshape(heads), geometry)
+        out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
+
+        # Convolution path: fc mixes q, k, v per head into kernel_conv**2 shifted features.
+        qkv = torch.cat([t.reshape(n, self.head, self.head_dim * height * width) for t in (q, k, v)], 1)
+        shifted = torch.matmul(self.fc.weight.flatten(1), qkv).unflatten(-1, (self.head_dim, -1))  # == self.fc(qkv)
+        # shifted: (N, k_conv**2, head_dim, H*W)
+        out_conv = self.dep_conv(shifted.transpose(1, 2).reshape(n, -1, height, width))
+        return self.rate1 * out_att + self.rate2 * out_conv
+
+    def extra_repr(self) -> str:
+        defaults = dict(kernel_att=7, head=4, kernel_conv=3, stride=1, dilation=1)
+        extra = [f"{key}={getattr(self, key)}" for key, default in defaults.items() if getattr(self, key) != default]
+        return ", ".join([f"{self.in_planes}, {self.out_planes}", *extra])
+
+
+def attention_received(attention: Tensor, height: int, width: int, stride: int = 1, dilation: int = 1) -> Tensor:
+    """Attention each key position receives: ``(N, heads, k*k, H', W') -> (N, H, W)``.
+
+    For every key position, the sum of the window weights of all queries that read it (taps on the
+    reflection padding count for the position they reflect), averaged over heads. Each query hands
+    out a total of 1, so the map sums to ``H' * W'`` and averages ``1 / stride**2`` per position.
+    """
+    n, _, taps, out_height, out_width = attention.shape
+    kernel = math.isqrt(taps)
+    pad = dilation * (kernel - 1) // 2
+    offsets = torch.arange(kernel, device=attention.device) * dilation - pad
+    rows = reflect_indices(height, -pad, stride * (out_height - 1) + pad + 1, attention.device)
+    cols = reflect_indices(width, -pad, stride * (out_width - 1) + pad + 1, attention.device)
+    row = rows[(torch.arange(out_height, device=attention.device) * stride)[None, :] + offsets[:, None] + pad]
+    col = cols[(torch.arange(out_width, device=attention.device) * stride)[None, :] + offsets[:, None] + pad]
+    source = row[:, None, :, None] * width + col[None, :, None, :]  # (k, k, H', W') flat key index
+    received = attention.new_zeros(n, height * width)
+    received.scatter_add_(1, source.flatten().expand(n, -1), attention.mean(dim=1).flatten(1))
+    return received.view(n, height, width)
