@@ -1,0 +1,74 @@
+"""DCN / DCNv2 against mmcv-style modules, a loop reference of the definition, and hand cases."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blocks import DCN, DCNv2
+from tests.reference.official_blocks import (MmcvDeformConv2dPack, MmcvModulatedDeformConv2dPack,
+                                             naive_deform_conv2d)
+
+
+def randomise(module, seed=0, scale=0.5):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
+    return module
+
+
+@pytest.mark.parametrize("ours_cls, mmcv_cls, keys", [
+    (DCN, MmcvDeformConv2dPack, {"weight", "conv_offset.weight", "conv_offset.bias"}),
+    (DCNv2, MmcvModulatedDeformConv2dPack, {"weight", "bias", "conv_offset.weight", "conv_offset.bias"}),
+])
+def test_state_dict_and_function_match_mmcv(ours_cls, mmcv_cls, keys):
+    mmcv = randomise(mmcv_cls(8, 6, 3, stride=2, padding=1, deform_groups=2), scale=0.3)
+    ours = ours_cls(8, 6, 3, stride=2, padding=1, deform_groups=2)
+    assert set(ours.state_dict()) == set(mmcv.state_dict()) == keys
+    ours.load_state_dict(mmcv.state_dict(), strict=True)
+    x = torch.randn(2, 8, 9, 8)
+    assert torch.allclose(ours(x), mmcv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [DCN, DCNv2])
+@pytest.mark.parametrize("config", [dict(stride=1, padding=1, groups=1, deform_groups=1),
+                                    dict(stride=2, padding=0, groups=2, deform_groups=2, dilation=2)])
+def test_matches_definition(cls, config):
+    module = randomise(cls(4, 4, 3, **config), scale=0.4).double()
+    x = torch.randn(1, 4, 6, 7, dtype=torch.double)
+    raw = module.conv_offset(x)
+    taps_2 = 2 * module.deform_groups * 9
+    offset, mask = raw[:, :taps_2], (raw[:, taps_2:].sigmoid() if cls is DCNv2 else None)
+    expected = naive_deform_conv2d(x, offset, module.weight, module.bias, module.stride, module.padding,
+                                   module.dilation, mask)
+    with torch.no_grad():
+        assert torch.allclose(module(x), expected, atol=1e-10)
+
+
+def test_zero_offsets_start_as_plain_convolution():
+    dcn = DCN(4, 6, 3, padding=1, bias=True)
+    x = torch.randn(1, 4, 7, 7)
+    assert torch.allclose(dcn(x), F.conv2d(x, dcn.weight, dcn.bias, padding=1), atol=1e-5)
+    dcn2 = DCNv2(4, 6, 3, padding=1)  # mask = sigmoid(0) = 0.5
+    assert torch.allclose(dcn2(x), F.conv2d(x, dcn2.weight * 0.5, dcn2.bias, padding=1), atol=1e-5)
+
+
+def test_known_offset_shifts_the_sampling_grid():
+    """dy = +1, dx = -2 on every tap == a plain convolution on the input moved up 1 and right 2."""
+    dcn = DCN(2, 3, 3, padding=1)
+    with torch.no_grad():
+        dcn.conv_offset.bias.view(9, 2).copy_(torch.tensor([1.0, -2.0]))  # (tap, [dy, dx])
+    x = F.pad(torch.randn(1, 2, 6, 8), (3, 3, 3, 3))  # zero border: both paddings read zeros
+    moved = F.pad(x, (2, 0, 0, 1))[:, :, 1:, :-2]  # moved[i, j] = x[i + 1, j - 2], zero outside
+    assert torch.allclose(dcn(x), F.conv2d(moved, dcn.weight, padding=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(groups=3), dict(deform_groups=3), dict(groups=0)])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        DCN(4, 4, 3, **kwargs)
+
+
+def test_gradcheck():
+    module = randomise(DCNv2(2, 2, 3, padding=1), scale=0.3).double()
+    x = torch.randn(1, 2, 4, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (x,), atol=1e-6)
