@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks import SPDConv, space_to_depth
-from tests.reference.official_blocks import seed_space_to_depth
+from tests.reference.official_blocks import space_to_depth as seed_space_to_depth
 
 
 def test_matches_seed_on_even_sizes():

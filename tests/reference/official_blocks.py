@@ -4,7 +4,7 @@
 * ``MmcvContextBlock``: mmcv ``ContextBlock`` (``pooling_type``, ``fusion_types``, ``ratio``).
 * ``OfficialCoordAtt``: houqb/CoordAttention ``CoordAtt``; ``SeedCA``: the seed's ``CA`` (builds its
   pooling modules inside ``forward``).
-* ``seed_space_to_depth``: the seed's ``space_to_depth``.
+* ``space_to_depth``: the seed's ``space_to_depth`` (same class name, recognised by it).
 * ``MmcvDeformConv2dPack`` / ``MmcvModulatedDeformConv2dPack``: mmcv's modules with the same keys and
   forward, on torchvision's kernel (mmcv's compiled ops are not installable offline).
 * ``naive_deform_conv2d``: deformable convolution as loops over bilinear samples (tiny inputs only).
@@ -177,7 +177,7 @@ class SeedCA(OfficialCoordAtt):
         return super().forward(x)
 
 
-class seed_space_to_depth(nn.Module):
+class space_to_depth(nn.Module):
     def __init__(self, dimension=1):
         super().__init__()
         self.d = dimension
