@@ -1,7 +1,7 @@
 """ACmix: ours (no unfold) against the official unfold code, side by side in one run.
 
 Prints, per input shape, forward time, forward+backward time and peak extra memory of each, and the
-ratios official / ours. Time is the best of several runs at 2 CPU threads (or on CUDA with
+ratios official / ours; a plain 3x3 convolution of the same width is timed beside them for scale. Time is the best of several runs at 2 CPU threads (or on CUDA with
 ``--device cuda``, fp32 and bf16). CPU peak memory is the process's resident-set growth during one
 forward pass, measured (peak RSS reset through /proc/self/clear_refs) in a fresh subprocess with glibc's
 mmap threshold pinned so that every large tensor is mapped and unmapped on its own; on CUDA it is ``max_memory_allocated`` growth.
@@ -27,16 +27,19 @@ from blocks import ACmix  # noqa: E402
 from tests.reference.official_acmix import OfficialACmix  # noqa: E402
 
 SHAPES = [(1, 64, 56, 56), (4, 128, 28, 28)]
-IMPLEMENTATIONS = {"official": OfficialACmix, "ours": ACmix}
+IMPLEMENTATIONS = ("official", "ours", "conv3x3")  # conv3x3: a plain 3x3 conv of the same width, for scale
 
 
 def build(name: str, channels: int, device: str, dtype: torch.dtype) -> torch.nn.Module:
     torch.manual_seed(0)
-    module = OfficialACmix(channels, channels)
-    if name == "ours":
-        ours = ACmix(channels, channels)
-        ours.load_state_dict(module.state_dict(), strict=True)
-        module = ours
+    if name == "conv3x3":
+        module = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    else:
+        module = OfficialACmix(channels, channels)
+        if name == "ours":
+            ours = ACmix(channels, channels)
+            ours.load_state_dict(module.state_dict(), strict=True)
+            module = ours
     return module.to(device=device, dtype=dtype)
 
 
