@@ -8,11 +8,12 @@ conv3, conv_p, fc, dep_conv.weight``, no ``dep_conv.bias``), its initialisation 
 official forward works, its function. Where we differ:
 
 * **No unfold.** The official code materialises ``kernel_att**2`` copies of K, V and the positional
-  encoding with ``nn.Unfold``. We compute the window logits row by row as small matrix products and
-  read the ``kernel_att`` taps of each row off a band of the product (a strided view), so the peak
-  extra memory is a few copies of one feature map, not 49.
-* **Positional term in closed form.** ``pe = conv_p(position)`` is affine in the (x, y) coordinates,
-  so ``q . (pe_q - pe_k) = (q . w_x)(x_q - x_k) + (q . w_y)(y_q - y_k)``: two scalars per query.
+  encoding with ``nn.Unfold``. We group queries in small blocks that attend densely to the keys their
+  windows cover (one batched matrix product) and read each query's taps off a strided view of the
+  product, so the peak extra memory is a few copies of one feature map, not ``kernel_att**2``.
+* **Positional term folded into the product.** ``pe = conv_p(x, y)`` is affine in the coordinates,
+  so ``q . (pe_q - pe_k)`` is a per-query constant (ignored by the softmax) minus
+  ``(q . w_x) x_k + (q . w_y) y_k``: two extra channels on q and k.
 * **Any map size.** Keys outside the map are read by reflection, like the official
   ``ReflectionPad2d``; for maps smaller than the padding (where ``ReflectionPad2d`` raises) the
   reflection is repeated (period ``2 * (n - 1)``; a size-1 axis repeats its only row).
@@ -67,7 +68,6 @@ class WindowGeometry:
     """
 
     def __init__(self, height: int, width: int, kernel: int, stride: int, dilation: int, device: torch.device):
-        self.height, self.width = height, width
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.pad = dilation * (kernel - 1) // 2
         self.out_height = (height - 1) // stride + 1
