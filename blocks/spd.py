@@ -52,37 +52,51 @@ class SPDConv(nn.Module):
         in_channels: input channels ``C``.
         out_channels: output channels.
         kernel_size: kernel of the convolution on the half-resolution phase map (int or (h, w)).
-        padding: ``(left, right, top, bottom)`` zero padding of the full-resolution input; the default,
-            ``kernel_size // 2`` phase pixels on each side (twice that in input pixels), keeps the
-            output at ``ceil(H/2) x ceil(W/2)`` like the YOLO SPD-Conv ``Conv(4C, out, k, 1)``.
+        padding: ``(left, right, top, bottom)`` zero padding of the full-resolution input, or
+            ``"same"``: TensorFlow "SAME" padding of the equivalent stride-2 convolution (kernel
+            ``2 * kernel_size - 1``), computed per input size, extra pixel at the bottom / right. The
+            default, ``kernel_size // 2`` phase pixels on each side (twice that in input pixels), keeps
+            the output at ``ceil(H/2) x ceil(W/2)`` like the YOLO SPD-Conv ``Conv(4C, out, k, 1)``.
         bias: whether the convolution has a bias.
 
     ``state_dict`` keys: ``conv.weight`` (and ``conv.bias``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
-                 padding: tuple[int, int, int, int] | None = None, bias: bool = True):
+                 padding: tuple[int, int, int, int] | str | None = None, bias: bool = True):
         super().__init__()
         kernel_h, kernel_w = _pair(kernel_size)
         if min(in_channels, out_channels, kernel_h, kernel_w) < 1:
             raise ValueError("in_channels, out_channels and kernel_size must be positive")
         if padding is None:
             padding = (2 * (kernel_w // 2), 2 * (kernel_w // 2), 2 * (kernel_h // 2), 2 * (kernel_h // 2))
-        self.padding = tuple(padding)
-        if len(self.padding) != 4 or min(self.padding) < 0:
-            raise ValueError(f"padding must be four non-negative ints (left, right, top, bottom), got {padding}")
+        self.padding = padding if padding == "same" else tuple(padding)
+        if padding != "same" and (len(self.padding) != 4 or min(self.padding) < 0):
+            raise ValueError(f"padding must be 'same' or four non-negative ints (left, right, top, bottom), "
+                             f"got {padding}")
         self.space_to_depth = SpaceToDepth()
         self.conv = nn.Conv2d(4 * in_channels, out_channels, kernel_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.space_to_depth(F.pad(x, self.padding)))
+        return self.conv(self.space_to_depth(F.pad(x, self.input_padding(*x.shape[-2:]))))
+
+    def input_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(left, right, top, bottom)`` zero padding applied to an input of this size."""
+        if self.padding != "same":
+            return self.padding
+        pads = []
+        for size, half_kernel in ((width, self.conv.kernel_size[1]), (height, self.conv.kernel_size[0])):
+            total = max((-(-size // 2) - 1) * 2 + 2 * half_kernel - 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
 
     @classmethod
-    def from_strided_conv(cls, conv: nn.Conv2d, padding: tuple[int, int, int, int] | None = None) -> "SPDConv":
+    def from_strided_conv(cls, conv: nn.Conv2d, padding: tuple[int, int, int, int] | str | None = None) -> "SPDConv":
         """The exact SPD rewrite of a stride-2 convolution (groups 1, dilation 1, odd kernel, zero padding).
 
-        ``padding`` ``(left, right, top, bottom)`` overrides ``conv.padding`` (e.g. for TensorFlow
-        "SAME" padding, which puts the extra pixel at the bottom / right). Tap ``(a, b)`` of the strided
+        ``padding`` (``(left, right, top, bottom)`` or ``"same"`` for TensorFlow "SAME") overrides
+        ``conv.padding``. The padding is applied before ``space_to_depth``, so the rewrite of the
+        weights does not depend on it. Tap ``(a, b)`` of the strided
         kernel reads phase ``(a % 2, b % 2)`` at offset ``(a // 2, b // 2)``, so the new kernel is
         ``ceil(k / 2)`` wide with the original weights spread over the four phase groups.
         """
@@ -92,7 +106,7 @@ class SPDConv(nn.Module):
         if kernel_h % 2 == 0 or kernel_w % 2 == 0:
             raise ValueError(f"from_strided_conv needs an odd kernel, got {conv.kernel_size}")
         if isinstance(conv.padding, str):
-            raise ValueError("give string paddings ('same', 'valid') explicitly as (left, right, top, bottom)")
+            raise ValueError("give the padding of a string-padded conv explicitly: 'same' or a 4-tuple")
         if padding is None:
             padding = (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0])
         spd = cls(conv.in_channels, conv.out_channels, ((kernel_h + 1) // 2, (kernel_w + 1) // 2), padding,

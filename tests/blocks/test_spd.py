@@ -51,6 +51,22 @@ def test_from_strided_conv_same_padding(size):
     assert set(spd.state_dict()) == {"conv.weight"}
 
 
+@pytest.mark.parametrize("kernel", [3, 5, 1])
+@pytest.mark.parametrize("size", [(224, 224), (9, 7), (10, 13)])
+def test_from_strided_conv_dynamic_same_padding(kernel, size):
+    """TensorFlow "SAME" at stride 2 depends on the input size; the rewrite follows it."""
+    conv = nn.Conv2d(3, 4, kernel, stride=2).double()
+    spd = SPDConv.from_strided_conv(conv, padding="same")
+    x = torch.randn(1, 3, *size, dtype=torch.double)
+    pads = []
+    for n in (size[1], size[0]):  # TF: total = max((ceil(n / s) - 1) * s + k - n, 0), extra at the end
+        total = max((-(-n // 2) - 1) * 2 + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    expected = conv(F.pad(x, pads))
+    assert expected.shape[-2:] == (-(-size[0] // 2), -(-size[1] // 2))
+    assert torch.allclose(spd(x), expected, atol=1e-12)
+
+
 def test_default_spdconv_keeps_half_size():
     spd = SPDConv(4, 8)
     assert spd(torch.randn(1, 4, 10, 7)).shape == (1, 8, 5, 4)
