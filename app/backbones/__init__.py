@@ -1,0 +1,1 @@
+"""Backbones attnlens can augment with blocks: EfficientNet-Lite0 (embedded default) and ResNets."""
