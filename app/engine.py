@@ -1,0 +1,98 @@
+"""The analysis engine: image -> tensor -> one forward pass under ``blocks.capture`` -> report.
+
+Data flows one way: ``prepare`` (resize, tensor), ``run`` (forward, probabilities, maps), then
+``app.report`` turns the result into the JSON of the API and ``app.render`` into pictures.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+import blocks
+from blocks.maps import BlockMaps
+
+from .models import LoadedModel
+from .render import DEFAULT_COLORMAP, colormap_lut
+from .report import block_report, prediction_report
+
+__all__ = ["AnalyzeOptions", "Engine", "RunResult", "MIN_SIZE", "MAX_SIZE"]
+
+MIN_SIZE, MAX_SIZE = 32, 1024
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """size: the short side the image is resized to (default: the model's input size), aspect kept;
+    colormap: matplotlib colormap of the heatmap PNGs; include_values: raw heatmap values in the JSON;
+    include_maps: the full maps (ACmix attention, DCN offsets, ...) in the JSON."""
+
+    size: int | None = None
+    colormap: str = DEFAULT_COLORMAP
+    include_values: bool = False
+    include_maps: bool = False
+
+    def validate(self) -> None:
+        if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}, got {self.size}")
+        colormap_lut(self.colormap)
+
+
+@dataclass
+class RunResult:
+    """One forward pass: class probabilities ``(N, K)`` and every block's maps (batch of N)."""
+
+    probabilities: Tensor
+    maps: dict[str, BlockMaps]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs a loaded model on images and captures its blocks' maps."""
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+
+    def prepare(self, image: Image.Image, size: int | None = None) -> Tensor:
+        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1], short side ``size``, aspect kept."""
+        short = size or self.model.input_size
+        width, height = image.size
+        scale = short / min(width, height)
+        resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+
+    def run(self, batch: Tensor) -> RunResult:
+        """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device."""
+        start = time.perf_counter()
+        with torch.no_grad(), blocks.capture(self.model.module) as maps:
+            logits = self.model.module(self.model.normalize(batch.to(self.model.device)))
+            probabilities = logits.float().softmax(dim=-1)
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
+        return RunResult(probabilities, maps, {"forward": 1000 * (time.perf_counter() - start)})
+
+    def analyze(self, image: Image.Image, options: AnalyzeOptions = AnalyzeOptions()) -> dict:
+        """The JSON report of SPEC section 4 for one upright RGB image."""
+        options.validate()
+        start = time.perf_counter()
+        batch = self.prepare(image, options.size)
+        prepared = time.perf_counter()
+        result = self.run(batch)
+        reported = time.perf_counter()
+        report = {
+            "image": {"width": image.width, "height": image.height},
+            "predictions": prediction_report(result.probabilities[0].cpu(), self.model.labels),
+            "blocks": [block_report(name, record, 0, options.colormap, options.include_values, options.include_maps)
+                       for name, record in result.maps.items()],
+        }
+        done = time.perf_counter()
+        report["timings_ms"] = {"preprocess": round(1000 * (prepared - start), 2),
+                                "forward": round(result.timings_ms["forward"], 2),
+                                "maps": round(1000 * (done - reported), 2),
+                                "total": round(1000 * (done - start), 2)}
+        return report

@@ -1,0 +1,74 @@
+"""Image bytes -> an upright RGB ``PIL.Image``, or a clear error with the HTTP status it deserves.
+
+Only the formats we accept are opened (``Image.open(formats=...)``); EXIF orientation is applied;
+multi-frame files give their first frame; every mode becomes 8-bit RGB without surprises: 16-bit
+greyscale is scaled (``convert("RGB")`` would clip it), and transparent pixels are composited onto a
+fixed grey instead of reappearing. Decompression bombs are errors, not warnings.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ACCEPTED_FORMATS", "BACKGROUND", "ImageError", "decode_image"]
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+BACKGROUND = (128, 128, 128)  # what transparent pixels are shown on
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """An upload that is not an image we can analyse; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(values.max(), 1.0)
+        return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("LA", "PA", "La"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", image.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``data`` to an upright RGB image; raises ``ImageError`` (400, 413 or 415)."""
+    if not data:
+        raise ImageError(400, "the upload is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            raise ImageError(415, f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageError(413, f"image has too many pixels: {error}") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageError(400, f"cannot decode the image: {error}") from None
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(413, f"image has {width}x{height} = {width * height} pixels, more than {max_pixels}")
+        try:
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageError(413, f"image has too many pixels: {error}") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise ImageError(400, f"cannot decode the image: {error}") from None
