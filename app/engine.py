@@ -20,9 +20,10 @@ from .models import LoadedModel
 from .render import DEFAULT_COLORMAP, colormap_lut
 from .report import block_report, prediction_report
 
-__all__ = ["AnalyzeOptions", "Engine", "RunResult", "MIN_SIZE", "MAX_SIZE"]
+__all__ = ["AnalyzeOptions", "Engine", "RunResult", "MAX_ASPECT", "MIN_SIZE", "MAX_SIZE"]
 
 MIN_SIZE, MAX_SIZE = 32, 1024
+MAX_ASPECT = 4  # long side at most this many times the short side of the model input
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,11 @@ class Engine:
         self.model = model
 
     def prepare(self, image: Image.Image, size: int | None = None) -> Tensor:
-        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1], short side ``size``, aspect kept."""
+        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1]: short side ``size``, aspect kept, long side at
+        most ``MAX_ASPECT * size`` (so a 2000 x 3 strip does not become a 150,000-pixel-wide tensor)."""
         short = size or self.model.input_size
         width, height = image.size
-        scale = short / min(width, height)
+        scale = min(short / min(width, height), MAX_ASPECT * short / max(width, height))
         resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
         array = np.asarray(resized, dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)

@@ -1,0 +1,82 @@
+"""Decoding uploads: every mode to faithful RGB, EXIF orientation, first frames, clear errors."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.imaging import BACKGROUND, ImageError, decode_image
+
+
+def encode(image: Image.Image, format: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **params)
+    return buffer.getvalue()
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    dark = Image.fromarray(np.full((4, 5), 1000, dtype="<u2"))
+    assert dark.mode == "I;16"
+    rgb = decode_image(encode(dark, "PNG"))
+    assert rgb.mode == "RGB" and rgb.size == (5, 4)
+    assert np.asarray(rgb).max() == round(1000 / 65535 * 255)  # dark stays dark (convert("RGB") gives 255)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_show_the_background(mode):
+    image = Image.new(mode, (3, 2), (255, 0) if mode == "LA" else (255, 0, 0, 0))  # fully transparent
+    assert np.asarray(decode_image(encode(image, "PNG")))[0, 0].tolist() == list(BACKGROUND)
+
+
+def test_palette_transparency():
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    rgb = decode_image(encode(image, "PNG", transparency=1))
+    assert np.asarray(rgb)[0, 0].tolist() == list(BACKGROUND)
+
+
+@pytest.mark.parametrize("mode, format", [("CMYK", "JPEG"), ("1", "PNG"), ("L", "BMP"), ("RGB", "WEBP"), ("P", "GIF")])
+def test_modes_and_formats(mode, format):
+    image = Image.new("RGB", (9, 7), (200, 40, 10)).convert(mode)
+    rgb = decode_image(encode(image, format))
+    assert rgb.mode == "RGB" and rgb.size == (9, 7)
+
+
+@pytest.mark.parametrize("format", ["GIF", "TIFF"])
+def test_multi_frame_files_give_the_first_frame(format):
+    frames = [Image.new("RGB", (6, 6), colour) for colour in ((250, 0, 0), (0, 0, 250))]
+    data = encode(frames[0], format, save_all=True, append_images=frames[1:])
+    assert np.asarray(decode_image(data))[0, 0, 0] > 200
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (60, 40), (10, 200, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    assert decode_image(encode(image, "JPEG", exif=exif)).size == (40, 60)
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"", 400),
+    (b"hello, I am text", 415),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", 415),
+    (b"<html><body>hi</body></html>", 415),
+])
+def test_not_images(data, status):
+    with pytest.raises(ImageError) as error:
+        decode_image(data)
+    assert error.value.status == status and error.value.detail
+
+
+def test_truncated_image_is_400():
+    data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
+    with pytest.raises(ImageError) as error:
+        decode_image(data[: len(data) // 2])
+    assert error.value.status == 400
+
+
+def test_too_many_pixels_is_413_before_decoding():
+    data = encode(Image.new("L", (300, 200)), "PNG")
+    with pytest.raises(ImageError) as error:
+        decode_image(data, max_pixels=50_000)
+    assert error.value.status == 413
