@@ -1,10 +1,12 @@
-# make test: create .venv, install everything, run the whole suite. Safe to run on a fresh clone.
+# make serve: create .venv, install, start the server on http://127.0.0.1:8000 (embedded default model).
+# make test:  create .venv, install everything (Debian's chromium included), run the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test bench clean
+.PHONY: serve test browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +16,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+serve: $(STAMP)
+	$(VENV)/bin/attnlens serve
+
+# Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium; nothing is downloaded by it)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--values", action="store_true", help="include raw heatmap values in the JSON")
     analyze.add_argument("--maps", action="store_true", help="include the full maps (attention, offsets ...) in the JSON")
     _add_model_options(analyze)
+    serve = commands.add_parser("serve", help="start the web server and JSON API",
+                                description="Start the web server. Every option can also be set with an environment "
+                                            "variable ATTNLENS_<OPTION> (e.g. ATTNLENS_PORT=8080); flags win.")
+    serve.add_argument("--host", default=None, help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--queue-size", type=int, default=None, help="requests admitted at once; more get 503 (default 16)")
+    serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: 8 on CUDA, 1 on CPU)")
+    serve.add_argument("--log-level", default=None, help="debug, info, warning ... (default info)")
+    _add_model_options(serve)
     commands.add_parser("blocks", help="list the block kinds attnlens reads, with their classes")
     return parser
 
@@ -115,6 +124,23 @@ def analyze(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .server import serve as run_server
+    from .settings import Settings
+
+    overrides = {name: getattr(args, name) for name in ("host", "port", "queue_size", "max_batch", "log_level",
+                                                        "model", "weights", "device")}
+    try:
+        settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        print(f"attnlens: bad settings: {error}", file=sys.stderr)
+        return 2
+    run_server(settings)
+    return 0
+
+
 def list_blocks() -> int:
     for kind, names in (("acmix", "ACmix"), ("gc", "CB2d / GlobalContextBlock (also mmcv ContextBlock)"),
                         ("ca", "CA / CoordinateAttention (also official CoordAtt)"),
@@ -129,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "analyze":
         sys.exit(analyze(args))
+    if args.command == "serve":
+        sys.exit(serve(args))
     if args.command == "blocks":
         sys.exit(list_blocks())
     parser.print_help()

@@ -78,23 +78,26 @@ class Engine:
             torch.cuda.synchronize(self.model.device)
         return RunResult(probabilities, maps, {"forward": 1000 * (time.perf_counter() - start)})
 
+    def report(self, result: RunResult, i: int, image_size: tuple[int, int], options: AnalyzeOptions) -> dict:
+        """The JSON report of SPEC section 4 for image ``i`` of a run (``image_size``: upright width, height)."""
+        start = time.perf_counter()
+        report = {
+            "image": {"width": image_size[0], "height": image_size[1]},
+            "predictions": prediction_report(result.probabilities[i].cpu(), self.model.labels),
+            "blocks": [block_report(name, record, i, options.colormap, options.include_values, options.include_maps)
+                       for name, record in result.maps.items()],
+        }
+        report["timings_ms"] = {"forward": round(result.timings_ms["forward"], 2),
+                                "maps": round(1000 * (time.perf_counter() - start), 2)}
+        return report
+
     def analyze(self, image: Image.Image, options: AnalyzeOptions = AnalyzeOptions()) -> dict:
-        """The JSON report of SPEC section 4 for one upright RGB image."""
+        """Prepare, run and report one upright RGB image."""
         options.validate()
         start = time.perf_counter()
         batch = self.prepare(image, options.size)
-        prepared = time.perf_counter()
-        result = self.run(batch)
-        reported = time.perf_counter()
-        report = {
-            "image": {"width": image.width, "height": image.height},
-            "predictions": prediction_report(result.probabilities[0].cpu(), self.model.labels),
-            "blocks": [block_report(name, record, 0, options.colormap, options.include_values, options.include_maps)
-                       for name, record in result.maps.items()],
-        }
-        done = time.perf_counter()
-        report["timings_ms"] = {"preprocess": round(1000 * (prepared - start), 2),
-                                "forward": round(result.timings_ms["forward"], 2),
-                                "maps": round(1000 * (done - reported), 2),
-                                "total": round(1000 * (done - start), 2)}
+        preprocess_ms = 1000 * (time.perf_counter() - start)
+        report = self.report(self.run(batch), 0, image.size, options)
+        report["timings_ms"] = {"preprocess": round(preprocess_ms, 2), **report["timings_ms"],
+                                "total": round(1000 * (time.perf_counter() - start), 2)}
         return report

@@ -16,6 +16,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ["ACCEPTED_FORMATS", "BACKGROUND", "ImageError", "decode_image"]
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+              b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}
+
+
+def _signature(data: bytes) -> str | None:
+    """The accepted format whose magic bytes ``data`` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
 BACKGROUND = (128, 128, 128)  # what transparent pixels are shown on
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -55,6 +64,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         try:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
+            if declared := _signature(data):
+                raise ImageError(400, f"cannot decode the image: a corrupt or truncated {declared} file") from None
             raise ImageError(415, f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageError(413, f"image has too many pixels: {error}") from None

@@ -1,0 +1,69 @@
+"""Response models of the v1 API: the OpenAPI schema at /docs documents every field from these."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+BlockType = Literal["gc", "ca", "acmix", "dcn", "spd"]
+
+
+class BlockDescription(BaseModel):
+    id: str = Field(description="qualified module name of the block in the model")
+    type: BlockType = Field(description="block kind")
+    feature_stride: int = Field(description="input-image pixels per cell of the block's maps")
+    channels: int = Field(description="channels of the block's input")
+
+
+class ModelDescription(BaseModel):
+    backbone: str = Field(description="the loaded model: a built-in name or package.module:factory")
+    device: str = Field(description="where inference runs, e.g. cpu or cuda:0")
+    input_size: int = Field(description="default short side, in pixels, images are resized to")
+    num_classes: int
+    blocks: list[BlockDescription] = Field(description="blocks in execution order")
+
+
+class ImageSize(BaseModel):
+    width: int = Field(description="upright width (EXIF orientation applied) of the uploaded image, pixels")
+    height: int
+
+
+class Prediction(BaseModel):
+    index: int = Field(description="class index")
+    label: str
+    score: float = Field(description="softmax probability")
+
+
+class Heatmap(BaseModel):
+    shape: list[int] = Field(description="[h, w] of the map, at the block's feature resolution")
+    png: str = Field(description="data:image/png;base64 URL of the colour-mapped map (min-max scaled)")
+    range: list[float] = Field(description="[min, max] of the values")
+    meaning: str = Field(description="what the map shows")
+    unit: str = Field(description="unit of the values")
+    values: list[list[float]] | None = Field(None, description="raw values, h rows of w (with include=values)")
+
+
+class BlockResult(BaseModel):
+    id: str
+    type: BlockType
+    heatmap: Heatmap
+    maps: dict[str, Any] = Field(description="kind-specific maps: summaries always, full arrays with include=maps "
+                                 "(gc: -; ca: a_h_mean, a_w_mean [, a_h, a_w]; acmix: rate1, rate2, kernel_size, "
+                                 "stride, dilation, heads, input_size [, attention (heads, k*k, H, W)]; dcn: "
+                                 "kernel_size, stride, padding, dilation, modulated [, offsets (G, k*k, 2 [dy, dx], "
+                                 "H, W), mask]; spd: phase_energy_mean [, phase_energy (4, H, W)])")
+
+
+class AnalysisResult(BaseModel):
+    image: ImageSize
+    predictions: list[Prediction] = Field(description="top 5 classes")
+    blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
+    timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward, maps, total")
+
+
+class ErrorResponse(BaseModel):
+    detail: Any = Field(description="what went wrong")
+
+
+class Health(BaseModel):
+    status: str

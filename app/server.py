@@ -1,0 +1,117 @@
+"""The FastAPI application factory and ``attnlens serve``.
+
+``create_app(settings)`` builds the app: the model loads in the lifespan handler (on a background
+thread, so ``/healthz`` answers at once and ``/readyz`` turns 200 when the model is warmed up); routes
+come from ``app.api`` and ``app.pages``; every error is JSON ``{"detail": ...}`` with the status SPEC
+section 4 names: 400 bad input, 413 too large, 415 not an image type, 503 overloaded (+ Retry-After).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from . import __version__
+from .api import api, health
+from .imaging import ImageError
+from .inference import Overloaded
+from .pages import STATIC_DIR, pages
+from .service import Service
+from .settings import Settings
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("attnlens")
+
+
+class PlainTextErrorsAsJson:
+    """ASGI middleware: error responses sent as plain text below the app (Starlette's 413 for a body over
+    ``max_body_size``, for one) reach the client as JSON ``{"detail": "<the text>"}`` like every other error."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict | None = None
+        body = b""
+
+        async def send_json_errors(message) -> None:
+            nonlocal held, body
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/plain"):
+                    held = message
+                    return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if message.get("more_body"):
+                return
+            payload = json.dumps({"detail": body.decode("utf-8", "replace")}).encode()
+            headers = [(k, v) for k, v in held.get("headers", []) if k not in (b"content-type", b"content-length")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            await send({**held, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, send_json_errors)
+
+
+class AttnlensAPI(FastAPI):
+    """FastAPI whose whole middleware stack, the body-size limit included, answers errors as JSON."""
+
+    def build_middleware_stack(self):
+        return PlainTextErrorsAsJson(super().build_middleware_stack())
+
+
+def create_app(settings: Settings | None = None, load_in_background: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start(background=load_in_background)
+        yield
+        service.stop()
+
+    app = AttnlensAPI(title="attnlens", version=__version__, lifespan=lifespan, max_body_size=settings.max_upload_bytes,
+                  description="What CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) attend to: predictions and "
+                              "per-block heatmaps for uploaded images.")
+    app.state.service = service
+    app.include_router(api)
+    app.include_router(health)
+    app.include_router(pages)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=503,
+                            headers={"Retry-After": str(error.retry_after_s)})
+
+    @app.exception_handler(ImageError)
+    async def bad_image(request: Request, error: ImageError) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=400)
+
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGINT / SIGTERM (in-flight requests finish; new ones are refused)."""
+    import uvicorn
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=settings.request_timeout_s)

@@ -1,0 +1,26 @@
+"""Server settings: one class, read from ``ATTNLENS_*`` environment variables, overridden by CLI flags."""
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting of ``attnlens serve``; environment variable ``ATTNLENS_<NAME>`` (e.g. ``ATTNLENS_PORT``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTNLENS_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    model: str | None = Field(None, description="efficientnet_lite0 (default), resnet18, resnet50 or package.module:factory")
+    weights: str | None = Field(None, description="state_dict file for the model (.pt/.pth or .safetensors)")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")
+    max_batch: int | None = Field(None, ge=1, description="images per forward pass (default: 8 on CUDA, 1 on CPU)")
+    batch_window_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for others")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request bodies larger than this get 413")
+    max_pixels: int = Field(40_000_000, ge=1, description="images with more pixels get 413 (before decoding)")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request waiting or running longer gets 503")
+    log_level: str = Field("info", description="uvicorn log level")

@@ -1,0 +1,136 @@
+"""The v1 API against the live app (TestClient) on real photos: schema, values, errors."""
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.server import create_app
+from app.settings import Settings
+from tests.app.conftest import CAT_CLASSES, ESPRESSO
+
+
+def client_for(**settings) -> TestClient:
+    return TestClient(create_app(Settings(device="cpu", **settings), load_in_background=False))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with client_for() as client:
+        yield client
+
+
+def post(client, data: bytes, filename="photo.jpg", content_type="image/jpeg", **params):
+    return client.post("/api/v1/analyze", params=params, files={"file": (filename, data, content_type)})
+
+
+def test_health_ready_model(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    model = client.get("/api/v1/model").json()
+    assert model["backbone"] == "efficientnet_lite0" and model["device"] == "cpu"
+    assert model["input_size"] == 224 and model["num_classes"] == 1000
+    assert {b["type"] for b in model["blocks"]} == {"gc", "ca", "acmix", "dcn", "spd"}
+    assert set(model["blocks"][0]) == {"id", "type", "feature_stride", "channels"}
+
+
+def test_analyze_real_photos(client, photos):
+    cat = post(client, photos["cat"], include="values")
+    assert cat.status_code == 200, cat.text
+    report = cat.json()
+    assert report["predictions"][0]["index"] in CAT_CLASSES and len(report["predictions"]) == 5
+    assert report["image"] == {"width": 451, "height": 300}
+    assert set(report["timings_ms"]) >= {"decode", "queue", "forward", "maps", "total"}
+    model_blocks = [b["id"] for b in client.get("/api/v1/model").json()["blocks"]]
+    assert [b["id"] for b in report["blocks"]] == model_blocks  # a heatmap per block, network order
+    for block in report["blocks"]:
+        heatmap = block["heatmap"]
+        values = np.asarray(heatmap["values"])
+        png = Image.open(io.BytesIO(base64.b64decode(heatmap["png"].split(",", 1)[1])))
+        assert list(values.shape) == heatmap["shape"] and png.size == (values.shape[1], values.shape[0])
+    gc = next(b for b in report["blocks"] if b["type"] == "gc")
+    assert np.sum(gc["heatmap"]["values"]) == pytest.approx(1.0, abs=1e-4)
+    espresso = post(client, photos["espresso"], filename="../../etc/passwd").json()  # filename is never a path
+    assert espresso["predictions"][0]["index"] == ESPRESSO
+    assert "values" not in espresso["blocks"][0]["heatmap"]
+
+
+def test_options(client, photos):
+    report = post(client, photos["cat"], include="values,maps", colormap="viridis", size=160).json()
+    acmix = next(b for b in report["blocks"] if b["type"] == "acmix")
+    assert acmix["heatmap"]["shape"] == [10, 16]  # 160 x 241 input at stride 16, SAME padding: ceil
+    assert len(acmix["maps"]["attention"]) == 4
+    assert post(client, photos["cat"], include=["values", "maps"]).status_code == 200
+
+
+@pytest.mark.parametrize("params", [dict(include="everything"), dict(colormap="nope"), dict(size=5),
+                                    dict(size="big")])
+def test_bad_options_are_400(client, photos, params):
+    response = post(client, photos["cat"], **params)
+    assert response.status_code == 400 and response.json()["detail"]
+
+
+@pytest.mark.parametrize("data, filename, status", [
+    (b"", "empty.jpg", 400),
+    (b"just text", "notes.txt", 415),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "drawing.svg", 415),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "broken.png", 400),
+])
+def test_bad_uploads(client, data, filename, status):
+    response = post(client, data, filename=filename)
+    assert response.status_code == status and response.json()["detail"]
+
+
+def test_missing_file_is_400(client):
+    response = client.post("/api/v1/analyze")
+    assert response.status_code == 400 and response.json()["detail"]
+
+
+def test_limits_are_413(photos):
+    with client_for(max_upload_bytes=10_000) as client:
+        response = post(client, photos["cat"])
+        assert response.status_code == 413 and response.json()["detail"]
+    with client_for(max_pixels=10_000) as client:
+        response = post(client, photos["cat"])
+        assert response.status_code == 413 and "pixels" in response.json()["detail"]
+
+
+def test_overload_is_503_with_retry_after(client, photos):
+    service = client.app.state.service
+    service.admission.in_flight = service.admission.limit  # every slot taken
+    try:
+        response = post(client, photos["cat"])
+    finally:
+        service.admission.in_flight = 0
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+    assert "busy" in response.json()["detail"]
+
+
+def test_not_ready_is_503(photos):
+    app = create_app(Settings(device="cpu"))
+    with TestClient(app) as client:  # loads in the background
+        app.state.service._ready.clear()
+        assert client.get("/readyz").status_code == 503
+        response = post(client, photos["cat"])
+        assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def test_load_failure_is_reported(photos):
+    with TestClient(create_app(Settings(model="resnet99"), load_in_background=False)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "resnet99" in ready.json()["status"]
+        assert post(client, photos["cat"]).status_code == 503
+
+
+def test_page_and_openapi(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "attnlens" in page.text and "plugins.gc" in page.text
+    schema = client.get("/openapi.json").json()
+    analyze = schema["paths"]["/api/v1/analyze"]["post"]
+    assert {"400", "413", "415", "503"} <= set(analyze["responses"])
+    assert "AnalysisResult" in schema["components"]["schemas"] and client.get("/docs").status_code == 200
+    assert client.get("/static/").status_code == 404  # no directory listing
+    assert client.get("/static/../app/settings.py").status_code == 404
