@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from .engine import MAX_SIZE, MIN_SIZE, AnalyzeOptions
-from .render import DEFAULT_COLORMAP
-from .schemas import AnalysisResult, ErrorResponse, Health, ModelDescription
+from .render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
+from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription
 from .service import Service
 
 __all__ = ["api", "health"]
@@ -42,6 +42,12 @@ def describe_model(service: ReadyService) -> ModelDescription:
     model = service.model
     return ModelDescription(backbone=model.name, device=str(model.device), input_size=model.input_size,
                             num_classes=model.num_classes, blocks=[vars(block) for block in model.blocks])
+
+
+@api.get("/colormaps", response_model=Colormaps)
+def colormaps() -> Colormaps:
+    """The lookup tables of the colormaps the page offers, so it can recolour maps without asking again."""
+    return Colormaps(colormaps={name: colormap_lut(name).tolist() for name in COLORMAP_CHOICES})
 
 
 @api.post("/analyze", response_model=AnalysisResult, response_model_exclude_none=True, responses=ERRORS)

@@ -49,6 +49,7 @@ class RunResult:
 
     probabilities: Tensor
     maps: dict[str, BlockMaps]
+    input_size: tuple[int, int]  # (width, height) of the model input, after resizing
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -76,13 +77,15 @@ class Engine:
             probabilities = logits.float().softmax(dim=-1)
         if self.model.device.type == "cuda":
             torch.cuda.synchronize(self.model.device)
-        return RunResult(probabilities, maps, {"forward": 1000 * (time.perf_counter() - start)})
+        return RunResult(probabilities, maps, (batch.shape[-1], batch.shape[-2]),
+                         {"forward": 1000 * (time.perf_counter() - start)})
 
     def report(self, result: RunResult, i: int, image_size: tuple[int, int], options: AnalyzeOptions) -> dict:
         """The JSON report of SPEC section 4 for image ``i`` of a run (``image_size``: upright width, height)."""
         start = time.perf_counter()
         report = {
             "image": {"width": image_size[0], "height": image_size[1]},
+            "input": {"width": result.input_size[0], "height": result.input_size[1]},
             "predictions": prediction_report(result.probabilities[i].cpu(), self.model.labels),
             "blocks": [block_report(name, record, i, options.colormap, options.include_values, options.include_maps)
                        for name, record in result.maps.items()],

@@ -13,9 +13,10 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_COLORMAP", "colormap_lut", "data_url", "heatmap_rgb", "overlay", "png_bytes"]
+__all__ = ["COLORMAP_CHOICES", "DEFAULT_COLORMAP", "colormap_lut", "data_url", "heatmap_rgb", "overlay", "png_bytes"]
 
 DEFAULT_COLORMAP = "inferno"
+COLORMAP_CHOICES = ("inferno", "viridis", "magma", "plasma", "turbo", "cividis", "gray")  # offered by the page
 
 
 @cache

@@ -28,6 +28,11 @@ class ImageSize(BaseModel):
     height: int
 
 
+class InputSize(BaseModel):
+    width: int = Field(description="width of the image as fed to the model (after resizing), pixels")
+    height: int
+
+
 class Prediction(BaseModel):
     index: int = Field(description="class index")
     label: str
@@ -56,6 +61,7 @@ class BlockResult(BaseModel):
 
 class AnalysisResult(BaseModel):
     image: ImageSize
+    input: InputSize = Field(description="the resized image the model saw; map cells cover input pixels")
     predictions: list[Prediction] = Field(description="top 5 classes")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
     timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward, maps, total")
@@ -67,3 +73,7 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Colormaps(BaseModel):
+    colormaps: dict[str, list[list[int]]] = Field(description="name -> 256 RGB entries, as the PNGs use them")
