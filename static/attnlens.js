@@ -374,7 +374,8 @@ class DeformCard extends Card {
       col * stride[1] - padding[1] + dilation[1] * ((kw - 1) / 2));
     this.element.dataset.samplingCentre = `${Math.round(cx)},${Math.round(cy)}`;
     this.detail(`Output (${row}, ${col}): ${count} sampling points, moved ${format(moved / count)} input-feature ` +
-      `pixels on average${mask ? "; dot size = DCNv2 modulation" : ""}.`);
+      `pixels on average${mask ? "; dot size = DCNv2 modulation" : ""}` +
+      `${moved === 0 ? " (zero offsets: this DCN samples the regular grid, like a plain convolution)" : ""}.`);
   }
 }
 

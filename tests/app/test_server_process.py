@@ -1,9 +1,5 @@
 """The real ``attnlens serve`` process on a free port, over HTTP."""
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,36 +7,13 @@ import httpx
 import pytest
 
 from tests.app.conftest import CAT_CLASSES, DATA
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.serving import running_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    env = dict(os.environ, ATTNLENS_QUEUE_SIZE="2", ATTNLENS_DEVICE="cpu")
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("the server did not become ready in 120 s")
-    yield base, process
-    if process.poll() is None:
-        process.kill()
+    with running_server(ATTNLENS_QUEUE_SIZE="2") as (base, process):
+        yield base, process
 
 
 def test_serves_the_v1_contract(server):

@@ -1,0 +1,146 @@
+"""The page in real headless Chromium (Debian's, driven by Playwright) against the real server.
+
+Screenshots go to ``e2e-screenshots/`` at the repository root, to be looked at.
+"""
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.serving import running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+SHOTS = ROOT / "e2e-screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
+
+if not Path(CHROMIUM).exists():  # make test installs it (apt); a bare pytest run says what is missing
+    pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with running_server() as (base, _):
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, base_url):
+    """A fresh page that records console errors and every request, and blocks anything off loopback."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.problems, page.off_loopback = [], []
+    page.on("console", lambda message: message.type == "error" and page.problems.append(message.text))
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+
+    def guard(route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
+            route.continue_()
+        else:
+            page.off_loopback.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
+    page.goto(base_url)
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    context.close()
+
+
+def block_types(base_url, page) -> list[str]:
+    return [b["type"] for b in page.request.get(f"{base_url}/api/v1/model").json()["blocks"]]
+
+
+def canvas_centre_click(page, kind: str, fx: float, fy: float) -> tuple[float, float]:
+    canvas = page.locator(f".card[data-type={kind}] canvas.view")
+    box = canvas.bounding_box()
+    x, y = box["width"] * fx, box["height"] * fy
+    canvas.click(position={"x": x, "y": y})
+    scale = page.evaluate("(kind) => { const c = document.querySelector(`.card[data-type=${kind}] canvas.view`);"
+                          " return c.width / c.getBoundingClientRect().width; }", kind)
+    return x * scale, y * scale  # canvas pixels
+
+
+def test_upload_every_card_and_click_interactions(page, base_url):
+    page.set_input_files("#file-input", str(DATA / "chelsea.jpg"))
+    page.wait_for_selector(".card[data-type=gc]")
+    cards = page.locator(".card")
+    assert [cards.nth(i).get_attribute("data-type") for i in range(cards.count())] == block_types(base_url, page)
+    assert "cat" in page.locator("#predictions").inner_text().lower()
+    for i in range(cards.count()):  # every card drew its heatmap over the image
+        title = cards.nth(i).locator(".card-title").inner_text()
+        assert "stride" in title
+        drawn = page.evaluate(
+            "(card) => { const c = card.querySelector('canvas.view'); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let s = 0; for (let i = 0; i < d.length; i += 997) s += d[i];"
+            " return c.width > 50 && s > 0; }", cards.nth(i).element_handle())
+        assert drawn, title
+
+    x, y = canvas_centre_click(page, "acmix", 0.45, 0.5)
+    acmix = page.locator(".card[data-type=acmix]")
+    centre = [float(v) for v in acmix.get_attribute("data-window-centre").split(",")]
+    canvas_width = page.evaluate("document.querySelector('.card[data-type=acmix] canvas.view').width")
+    cell = 16 * canvas_width / 337  # one stride-16 cell of the 337 x 224 model input, in canvas pixels
+    assert abs(centre[0] - x) <= cell and abs(centre[1] - y) <= cell  # the window sits where we clicked
+    assert "Query (" in acmix.locator(".detail").inner_text()
+    assert float(acmix.get_attribute("data-select-ms")) < 50
+
+    x, y = canvas_centre_click(page, "dcn", 0.3, 0.6)
+    dcn = page.locator(".card[data-type=dcn]")
+    centre = [float(v) for v in dcn.get_attribute("data-sampling-centre").split(",")]
+    assert abs(centre[0] - x) <= cell / 2 and abs(centre[1] - y) <= cell / 2  # stride-8 cells
+    assert "sampling points" in dcn.locator(".detail").inner_text()
+    assert float(dcn.get_attribute("data-select-ms")) < 50
+
+    before = acmix.get_attribute("data-selected")
+    acmix.locator("canvas.view").focus()
+    page.keyboard.press("ArrowRight")
+    row, col = map(int, before.split(","))
+    assert acmix.get_attribute("data-selected") == f"{row},{col + 1}"  # usable by keyboard
+
+    page.select_option("#colormap", "gray")
+    page.locator("#opacity").fill("0.3")
+    page.screenshot(path=str(SHOTS / "page-cat.png"), full_page=True)
+    assert page.problems == [] and page.off_loopback == []
+
+
+def test_samples_drop_and_paste(page):
+    page.get_by_role("button", name="espresso").click()
+    page.wait_for_function("document.querySelector('#predictions')?.innerText.includes('espresso')")
+    for event in ("drop", "paste"):
+        page.evaluate("""async (kind) => {
+            const blob = await (await fetch('/static/samples/cat.jpg')).blob();
+            const data = new DataTransfer();
+            data.items.add(new File([blob], 'cat.jpg', {type: 'image/jpeg'}));
+            const target = kind === 'drop' ? document.querySelector('#drop-zone') : document;
+            const init = {bubbles: true, cancelable: true};
+            target.dispatchEvent(kind === 'drop' ? new DragEvent('drop', {...init, dataTransfer: data})
+                                                 : new ClipboardEvent('paste', {...init, clipboardData: data}));
+        }""", event)
+        page.wait_for_function("document.querySelector('#status').innerText.includes('cat')")
+        page.wait_for_function("!document.body.classList.contains('busy')")
+    page.screenshot(path=str(SHOTS / "page-pasted.png"))
+    assert page.problems == [] and page.off_loopback == []
+
+
+def test_server_errors_are_explained(page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    page.set_input_files("#file-input", str(notes))
+    page.wait_for_selector(".status.error")
+    assert "not an image type" in page.locator("#status").inner_text()
+    page.screenshot(path=str(SHOTS / "page-error.png"))
+    assert page.off_loopback == []
