@@ -127,7 +127,9 @@ def test_load_failure_is_reported(photos):
 
 def test_page_and_openapi(client):
     page = client.get("/")
-    assert page.status_code == 200 and "attnlens" in page.text and "plugins.gc" in page.text
+    assert page.status_code == 200 and "efficientnet_lite0" in page.text
+    for asset in ("/static/attnlens.js", "/static/attnlens.css", "/static/samples/cat.jpg"):
+        assert asset in page.text and client.get(asset).status_code == 200
     schema = client.get("/openapi.json").json()
     analyze = schema["paths"]["/api/v1/analyze"]["post"]
     assert {"400", "413", "415", "503"} <= set(analyze["responses"])
