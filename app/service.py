@@ -33,6 +33,8 @@ class Service:
         self.batcher: MicroBatcher | None = None
         self.load_error: str | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._loader: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
@@ -40,11 +42,16 @@ class Service:
 
     def start(self, background: bool = True) -> None:
         if background:
-            threading.Thread(target=self._load, name="attnlens-load", daemon=True).start()
+            self._loader = threading.Thread(target=self._load, name="attnlens-load", daemon=True)
+            self._loader.start()
         else:
             self._load()
 
     def stop(self) -> None:
+        """Let a load in progress finish (without starting work), then stop the inference thread."""
+        self._stopping.set()
+        if self._loader is not None:
+            self._loader.join()
         if self.batcher is not None:
             self.batcher.stop()
 
@@ -57,6 +64,8 @@ class Service:
         except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
             self.load_error = f"the model could not be loaded: {error}"
             log.error(self.load_error)
+            return
+        if self._stopping.is_set():
             return
         max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 1)
         self.model, self.engine = model, engine
