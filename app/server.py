@@ -7,12 +7,12 @@ section 4 names: 400 bad input, 413 too large, 415 not an image type, 503 overlo
 """
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +21,7 @@ from . import __version__
 from .api import api, health
 from .imaging import ImageError
 from .inference import Overloaded
+from .middleware import PlainTextErrorsAsJson, SecurityHeaders
 from .pages import STATIC_DIR, pages
 from .service import Service
 from .settings import Settings
@@ -30,47 +31,12 @@ __all__ = ["create_app", "serve"]
 log = logging.getLogger("attnlens")
 
 
-class PlainTextErrorsAsJson:
-    """ASGI middleware: error responses sent as plain text below the app (Starlette's 413 for a body over
-    ``max_body_size``, for one) reach the client as JSON ``{"detail": "<the text>"}`` like every other error."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        held: dict | None = None
-        body = b""
-
-        async def send_json_errors(message) -> None:
-            nonlocal held, body
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                headers = dict(message.get("headers", []))
-                if headers.get(b"content-type", b"").startswith(b"text/plain"):
-                    held = message
-                    return
-            if held is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            body += message.get("body", b"")
-            if message.get("more_body"):
-                return
-            payload = json.dumps({"detail": body.decode("utf-8", "replace")}).encode()
-            headers = [(k, v) for k, v in held.get("headers", []) if k not in (b"content-type", b"content-length")]
-            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-            await send({**held, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
-
-        await self.app(scope, receive, send_json_errors)
-
-
 class AttnlensAPI(FastAPI):
-    """FastAPI whose whole middleware stack, the body-size limit included, answers errors as JSON."""
+    """FastAPI whose whole middleware stack, the body-size limit included, answers errors as JSON and
+    sends the security headers."""
 
     def build_middleware_stack(self):
-        return PlainTextErrorsAsJson(super().build_middleware_stack())
+        return SecurityHeaders(PlainTextErrorsAsJson(super().build_middleware_stack()))
 
 
 def create_app(settings: Settings | None = None, load_in_background: bool = True) -> FastAPI:
@@ -87,6 +53,9 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
                   description="What CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) attend to: predictions and "
                               "per-block heatmaps for uploaded images.")
     app.state.service = service
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
     app.include_router(api)
     app.include_router(health)
     app.include_router(pages)

@@ -23,4 +23,5 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request bodies larger than this get 413")
     max_pixels: int = Field(40_000_000, ge=1, description="images with more pixels get 413 (before decoding)")
     request_timeout_s: float = Field(60.0, gt=0, description="a request waiting or running longer gets 503")
+    cors_origins: list[str] = Field([], description="origins allowed to call the API from a browser (none: no CORS)")
     log_level: str = Field("info", description="uvicorn log level")

@@ -280,8 +280,12 @@ class WindowAttentionCard extends Card {
     const mix = document.createElement("div");
     mix.className = "mix";
     const total = Math.abs(maps.rate1) + Math.abs(maps.rate2) || 1;
-    mix.innerHTML = `<span class="bar"><span style="width:${(100 * Math.abs(maps.rate1)) / total}%"></span></span>`;
-    mix.append(` attention ${format(maps.rate1)} · convolution ${format(maps.rate2)} (rate1 · rate2)`);
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const share = document.createElement("span");
+    share.style.width = `${(100 * Math.abs(maps.rate1)) / total}%`; // CSSOM, allowed by the page's CSP
+    bar.append(share);
+    mix.append(bar, ` attention ${format(maps.rate1)} · convolution ${format(maps.rate2)} (rate1 · rate2)`);
     $(".extra-controls", this.element).append(label, mix);
     const grid = maps.attention[0][0]; // (H', W') weights of one head and tap
     this.enableQueries(grid.length, grid[0].length, this.stride * maps.stride);

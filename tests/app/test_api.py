@@ -136,3 +136,18 @@ def test_page_and_openapi(client):
     assert "AnalysisResult" in schema["components"]["schemas"] and client.get("/docs").status_code == 200
     assert client.get("/static/").status_code == 404  # no directory listing
     assert client.get("/static/../app/settings.py").status_code == 404
+
+
+def test_security_headers_and_no_cors_by_default(client):
+    page = client.get("/")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    preflight = client.options("/api/v1/analyze", headers={"Origin": "https://elsewhere.example",
+                                                           "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_when_configured():
+    with client_for(cors_origins=["https://lab.example"]) as client:
+        response = client.get("/healthz", headers={"Origin": "https://lab.example"})
+        assert response.headers["access-control-allow-origin"] == "https://lab.example"

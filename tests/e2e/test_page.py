@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests.serving import running_server
 
@@ -119,7 +119,7 @@ def test_upload_every_card_and_click_interactions(page, base_url):
 
 def test_samples_drop_and_paste(page):
     page.get_by_role("button", name="espresso").click()
-    page.wait_for_function("document.querySelector('#predictions')?.innerText.includes('espresso')")
+    expect(page.locator("#predictions")).to_contain_text("espresso")  # locators: no eval under the page's CSP
     for event in ("drop", "paste"):
         page.evaluate("""async (kind) => {
             const blob = await (await fetch('/static/samples/cat.jpg')).blob();
@@ -130,8 +130,8 @@ def test_samples_drop_and_paste(page):
             target.dispatchEvent(kind === 'drop' ? new DragEvent('drop', {...init, dataTransfer: data})
                                                  : new ClipboardEvent('paste', {...init, clipboardData: data}));
         }""", event)
-        page.wait_for_function("document.querySelector('#status').innerText.includes('cat')")
-        page.wait_for_function("!document.body.classList.contains('busy')")
+        expected = {"drop": "cat.jpg:", "paste": "pasted image:"}[event]  # the status names the source
+        expect(page.locator("#status.done")).to_contain_text(expected)
     page.screenshot(path=str(SHOTS / "page-pasted.png"))
     assert page.problems == [] and page.off_loopback == []
 

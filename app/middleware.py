@@ -1,0 +1,73 @@
+"""HTTP middleware (pure ASGI): JSON bodies for low-level errors, security headers on every response."""
+from __future__ import annotations
+
+import json
+
+__all__ = ["CONTENT_SECURITY_POLICY", "PlainTextErrorsAsJson", "SecurityHeaders"]
+
+# The page loads only its own scripts, styles and images (uploads are shown through blob: URLs);
+# no inline script or style, no framing. /docs and /redoc keep FastAPI's defaults (their assets
+# come from a CDN).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+                           "frame-ancestors 'none'; form-action 'self'")
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+class PlainTextErrorsAsJson:
+    """ASGI middleware: error responses sent as plain text below the app (Starlette's 413 for a body over
+    ``max_body_size``, for one) reach the client as JSON ``{"detail": "<the text>"}`` like every other error."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict | None = None
+        body = b""
+
+        async def send_json_errors(message) -> None:
+            nonlocal held, body
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/plain"):
+                    held = message
+                    return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if message.get("more_body"):
+                return
+            payload = json.dumps({"detail": body.decode("utf-8", "replace")}).encode()
+            headers = [(k, v) for k, v in held.get("headers", []) if k not in (b"content-type", b"content-length")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            await send({**held, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, send_json_errors)
+
+
+class SecurityHeaders:
+    """Adds ``Content-Security-Policy`` (except on the API docs), ``X-Content-Type-Options: nosniff``,
+    ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY`` to every HTTP response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                 (b"x-frame-options", b"DENY")]
+        if not scope["path"].startswith(DOCS_PATHS):
+            extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
