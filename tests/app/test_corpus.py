@@ -1,0 +1,130 @@
+"""Hostile and unusual uploads against the live app: the right answer for each, never a 5xx."""
+import io
+import tempfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from app.imaging import ImageError, decode_image
+from app.server import create_app
+from app.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(device="cpu"), load_in_background=False)) as client:
+        yield client
+
+
+def encode(image: Image.Image, format: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **params)
+    return buffer.getvalue()
+
+
+def photo(size=(64, 48)) -> Image.Image:
+    gradient = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3).astype(np.uint8)
+    return Image.fromarray(gradient)
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 270 degrees to display
+    return encode(photo((80, 30)), "JPEG", exif=exif)
+
+
+def multi_frame(format: str) -> bytes:
+    frames = [photo(), Image.new("RGB", (64, 48), (0, 0, 255))]
+    return encode(frames[0], format, save_all=True, append_images=frames[1:])
+
+
+GOOD = {  # name: (bytes, upright width, height)
+    "jpeg": (encode(photo(), "JPEG"), 64, 48),
+    "cmyk jpeg": (encode(photo().convert("CMYK"), "JPEG"), 64, 48),
+    "png 16-bit grey": (encode(Image.fromarray(np.full((48, 64), 900, dtype="<u2")), "PNG"), 64, 48),
+    "png LA": (encode(photo().convert("LA"), "PNG"), 64, 48),
+    "png palette transparency": (encode(photo().convert("P"), "PNG", transparency=0), 64, 48),
+    "png 1-bit": (encode(photo().convert("1"), "PNG"), 64, 48),
+    "png RGBA": (encode(photo().convert("RGBA"), "PNG"), 64, 48),
+    "webp": (encode(photo(), "WEBP"), 64, 48),
+    "gif animated": (multi_frame("GIF"), 64, 48),
+    "tiff multi-page": (multi_frame("TIFF"), 64, 48),
+    "bmp": (encode(photo(), "BMP"), 64, 48),
+    "exif rotated": (rotated_jpeg(), 30, 80),
+    "1x1": (encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), 1, 1),
+    "extreme aspect": (encode(Image.new("RGB", (4000, 2), (9, 90, 9)), "PNG"), 4000, 2),
+}
+
+BAD = {  # name: (bytes, status)
+    "empty": (b"", 400),
+    "text as png": (b"hello world, not an image", 415),
+    "svg as png": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 415),
+    "html as jpeg": (b"<!doctype html><script>alert(1)</script>", 415),
+    "truncated jpeg": (encode(photo((300, 300)), "JPEG")[:600], 400),
+    "truncated png": (encode(photo((300, 300)), "PNG")[:300], 400),
+    "png header only": (b"\x89PNG\r\n\x1a\n", 400),
+    "decompression bomb": (encode(Image.new("1", (20_000, 20_000)), "PNG"), 413),
+}
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good_uploads_are_analysed_upright(client, name):
+    data, width, height = GOOD[name]
+    response = client.post("/api/v1/analyze", files={"file": ("upload.png", data, "image/png")})
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["image"] == {"width": width, "height": height}
+    assert len(report["blocks"]) == 5 and len(report["predictions"]) == 5
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_uploads_get_clear_4xx(client, name):
+    data, status = BAD[name]
+    response = client.post("/api/v1/analyze", files={"file": ("upload.png", data, "image/png")})
+    assert response.status_code == status, response.text
+    assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+
+
+def test_server_alive_after_the_corpus(client):
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+
+
+def test_chunked_upload_over_the_limit_is_413():
+    with TestClient(create_app(Settings(device="cpu", max_upload_bytes=50_000), load_in_background=False)) as client:
+        def chunks():
+            for _ in range(100):
+                yield b"x" * 4096
+        response = client.post("/api/v1/analyze", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=abc"})
+        assert response.status_code == 413 and response.json()["detail"]
+
+
+def test_no_temporary_files_left(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # multipart spools big parts here
+    big = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)), "PNG")
+    assert len(big) > 1_500_000
+    response = client.post("/api/v1/analyze", files={"file": ("big.png", big, "image/png")})
+    assert response.status_code == 200
+    assert list(tmp_path.iterdir()) == []
+
+
+VALID = [data for data, _, _ in GOOD.values()][:8]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=2048),
+    st.tuples(st.sampled_from(VALID), st.integers(0, 4000), st.binary(min_size=1, max_size=16)).map(
+        lambda t: t[0][: t[1] % len(t[0])] + t[2] + t[0][t[1] % len(t[0]) + len(t[2]):]),  # corrupt a window
+    st.tuples(st.sampled_from(VALID), st.integers(1, 4000)).map(lambda t: t[0][: t[1]]),  # truncate
+))
+def test_decode_fuzz_raises_only_image_errors(data):
+    try:
+        image = decode_image(data, max_pixels=4_000_000)
+    except ImageError as error:
+        assert error.status in (400, 413, 415) and error.detail
+    else:
+        assert image.mode == "RGB" and image.width * image.height <= 4_000_000
