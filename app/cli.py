@@ -15,6 +15,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="efficientnet_lite0 (default, embedded), resnet18, resnet50, or package.module:factory")
     parser.add_argument("--weights", default=None, help="state_dict file (.pt/.pth read with weights_only, or .safetensors)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    parser.add_argument("--precision", default=None, help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,11 @@ def analyze(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError) as error:
         print(f"attnlens: {error}", file=sys.stderr)
         return 2
-    engine = Engine(model)
+    try:
+        engine = Engine(model, args.precision or "auto")
+    except ValueError as error:
+        print(f"attnlens: {error}", file=sys.stderr)
+        return 2
     strides = {block.id: block.feature_stride for block in model.blocks}
     failures = 0
     progress = tqdm(args.images, desc="analysing", unit="image", file=sys.stderr,
@@ -131,7 +136,7 @@ def serve(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     overrides = {name: getattr(args, name) for name in ("host", "port", "queue_size", "max_batch", "log_level",
-                                                        "model", "weights", "device")}
+                                                        "model", "weights", "device", "precision")}
     try:
         settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     except ValidationError as error:

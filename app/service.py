@@ -59,7 +59,7 @@ class Service:
         started = time.perf_counter()
         try:
             model = load_model(self.settings.model, self.settings.weights, self.settings.device)
-            engine = Engine(model)
+            engine = Engine(model, self.settings.precision)
             engine.analyze(Image.new("RGB", (model.input_size, model.input_size), (127, 127, 127)))  # warm-up
         except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
             self.load_error = f"the model could not be loaded: {error}"
@@ -72,7 +72,7 @@ class Service:
         self.batcher = MicroBatcher(self._run_batch, max_batch, self.settings.batch_window_ms / 1000)
         self.batcher.start()
         self._ready.set()
-        log.info("model %s ready on %s in %.1f s (max batch %d)", model.name, model.device,
+        log.info("model %s ready on %s (%s) in %.1f s (max batch %d)", model.name, model.device, engine.precision,
                  time.perf_counter() - started, max_batch)
 
     def require_ready(self) -> None:

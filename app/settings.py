@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="efficientnet_lite0 (default), resnet18, resnet50 or package.module:factory")
     weights: str | None = Field(None, description="state_dict file for the model (.pt/.pth or .safetensors)")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    precision: str = Field("auto", description="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")
     max_batch: int | None = Field(None, ge=1, description="images per forward pass (default: 8 on CUDA, 1 on CPU)")
     batch_window_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for others")

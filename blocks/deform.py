@@ -11,6 +11,9 @@ Offsets use torchvision's layout (the same as mmcv's): for offset group ``g`` an
 DCNv2's mask channel is ``g * kh * kw + t``: ``sigmoid`` of the last third of ``conv_offset``.
 ``conv_offset`` starts at zero, so the layer starts as a plain convolution (DCNv2: weights halved).
 
+Precision: the sampling runs in float32 (float64 for float64 input) whatever the input's dtype or
+autocast says, and the output takes the input's dtype, so bfloat16 / float16 models work on any device.
+
 Speed: torchvision's kernel is about as fast as a plain convolution for ``groups=1`` but far slower
 for depthwise convolutions; prefer DCN on regular convolutions.
 """
@@ -86,7 +89,13 @@ class DeformConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         offset, mask = split_offset_output(self.conv_offset(x), self.deform_groups, self.kernel_size, self.modulated)
-        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        # The deformable sampling runs in float32 (float64 for float64 inputs): torchvision has no bfloat16
+        # CPU kernel, and its CUDA autocast rule does the same. The result comes back in x's dtype.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cast = (lambda t: None if t is None else t.to(dtype))  # noqa: E731
+        out = deform_conv2d(cast(x), cast(offset), cast(self.weight), cast(self.bias), self.stride, self.padding,
+                            self.dilation, cast(mask))
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

@@ -81,7 +81,8 @@ class WindowAttentionMaps(BlockMaps):
 
     @property
     def heatmap(self) -> Tensor:
-        return attention_received(self.attention, *self.input_size, stride=self.stride, dilation=self.dilation)
+        return attention_received(self.attention.float(), *self.input_size, stride=self.stride,
+                                  dilation=self.dilation)
 
 
 @dataclass(frozen=True)

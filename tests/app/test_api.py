@@ -1,9 +1,11 @@
 """The v1 API against the live app (TestClient) on real photos: schema, values, errors."""
 import base64
+import time
 import io
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -151,3 +153,36 @@ def test_cors_when_configured():
     with client_for(cors_origins=["https://lab.example"]) as client:
         response = client.get("/healthz", headers={"Origin": "https://lab.example"})
         assert response.headers["access-control-allow-origin"] == "https://lab.example"
+
+
+def test_out_of_memory_is_503_and_the_server_recovers(client, photos, monkeypatch):
+    engine = client.app.state.service.engine
+    real_run = engine.run
+    calls = []
+
+    def run_once_out_of_memory(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_run(batch)
+
+    monkeypatch.setattr(engine, "run", run_once_out_of_memory)
+    response = post(client, photos["cat"])
+    assert response.status_code == 503 and "out of memory" in response.json()["detail"]
+    assert response.headers["Retry-After"]
+    assert post(client, photos["cat"]).status_code == 200
+
+
+def test_a_request_that_runs_too_long_is_cut_off(photos, monkeypatch):
+    with client_for(request_timeout_s=0.2) as client:
+        engine = client.app.state.service.engine
+        real_run = engine.run
+
+        def slow_run(batch):
+            time.sleep(0.5)
+            return real_run(batch)
+
+        monkeypatch.setattr(engine, "run", slow_run)
+        response = post(client, photos["cat"])
+        assert response.status_code == 503 and "cut off" in response.json()["detail"]
+        assert client.get("/healthz").status_code == 200

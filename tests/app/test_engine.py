@@ -91,3 +91,25 @@ def test_tiny_and_extreme_images(engine, size):
 def test_prepare_keeps_aspect_and_bounds_the_long_side(engine):
     assert engine.prepare(Image.new("RGB", (451, 300))).shape == (1, 3, 224, 337)
     assert engine.prepare(Image.new("RGB", (2000, 3))).shape[-1] == 4 * 224
+
+
+def test_bf16_autocast_keeps_maps_faithful(default_model, photos):
+    """The reduced precision CUDA uses by default, checked here on CPU against fp32."""
+    from app.engine import Engine
+
+    image = decode_image(photos["cat"])
+    full = Engine(default_model, "fp32").run(Engine(default_model).prepare(image))
+    reduced = Engine(default_model, "bf16").run(Engine(default_model).prepare(image))
+    assert reduced.probabilities.argmax() == full.probabilities.argmax()
+    for name, record in full.maps.items():
+        a, b = record.heatmap.float().flatten(), reduced.maps[name].heatmap.float().flatten()
+        if a.std() > 0:
+            assert np.corrcoef(a.numpy(), b.numpy())[0, 1] > 0.98, name
+
+
+def test_precision_is_checked(default_model):
+    from app.engine import Engine
+
+    assert Engine(default_model, "auto").precision == "fp32"  # CPU
+    with pytest.raises(ValueError, match="precision"):
+        Engine(default_model, "fp8")
