@@ -41,7 +41,8 @@ def describe_model(service: ReadyService) -> ModelDescription:
     """The loaded model and its blocks, in execution order."""
     model = service.model
     return ModelDescription(backbone=model.name, device=str(model.device), input_size=model.input_size,
-                            num_classes=model.num_classes, blocks=[vars(block) for block in model.blocks])
+                            num_classes=model.num_classes, blocks_trained=model.blocks_trained,
+                            blocks=[vars(block) for block in model.blocks])
 
 
 @api.get("/colormaps", response_model=Colormaps)

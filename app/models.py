@@ -27,6 +27,7 @@ from .placement import augment_lite0, augment_resnet
 __all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "load_model", "read_state_dict", "imagenet_labels"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
+SHIPPED_BLOCKS = "lite0_blocks.safetensors"  # in app/data: the default model's trained blocks (attnlens train)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 TORCHVISION_WEIGHT_FILES = {  # file names torchvision stores in <torch hub dir>/checkpoints
@@ -58,6 +59,7 @@ class LoadedModel:
     normalize: Callable[[Tensor], Tensor]
     labels: list[str]
     blocks: list[BlockInfo] = field(default_factory=list)
+    blocks_trained: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -137,6 +139,13 @@ def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Callable, int]:
     return model, lite_normalize, EfficientNetLite0.input_size
 
 
+def _efficientnet_lite0_plain(weights: str | None) -> tuple[nn.Module, Callable, int]:
+    path = weights or lite0_weights_path()
+    model = EfficientNetLite0()
+    load_weights(model, read_state_dict(path), str(path))
+    return model, lite_normalize, EfficientNetLite0.input_size
+
+
 def _torchvision_weights(name: str) -> Path:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     for filename in TORCHVISION_WEIGHT_FILES[name]:
@@ -159,8 +168,8 @@ def _resnet(name: str) -> Callable[[str | None], tuple[nn.Module, Callable, int]
     return build
 
 
-BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0, "resnet18": _resnet("resnet18"),
-                  "resnet50": _resnet("resnet50")}
+BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0, "efficientnet_lite0_plain": _efficientnet_lite0_plain,
+                  "resnet18": _resnet("resnet18"), "resnet50": _resnet("resnet50")}
 
 
 def _user_model(spec: str, weights: str | None) -> tuple[nn.Module, Callable, int]:
@@ -217,17 +226,41 @@ def describe_blocks(module: nn.Module, normalize: Callable[[Tensor], Tensor], in
                       channels=channels[name]) for name, record in maps.items()]
 
 
-def load_model(model: str | None = None, weights: str | None = None, device: str | None = None) -> LoadedModel:
-    """Build, load and describe a model; ``model`` is a built-in name or ``package.module:factory``."""
+def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load a file of trained block parameters (a subset of the model's keys; every key must fit)."""
+    expected = module.state_dict()
+    unexpected = set(state) - set(expected)
+    misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                 for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
+    if unexpected or misshapen:
+        raise ModelLoadError(f"trained blocks in {source} do not fit: unexpected keys: {_listed(unexpected)}; "
+                             f"shape mismatches: {_listed(misshapen)}")
+    module.load_state_dict(state, strict=False)
+
+
+def shipped_blocks_path() -> Path | None:
+    path = Path(str(resources.files("app").joinpath("data", SHIPPED_BLOCKS)))
+    return path if path.is_file() else None
+
+
+def load_model(model: str | None = None, weights: str | None = None, device: str | None = None,
+               trained_blocks: bool = True) -> LoadedModel:
+    """Build, load and describe a model; ``model`` is a built-in name or ``package.module:factory``.
+
+    The default model without ``weights`` gets the shipped trained blocks unless ``trained_blocks`` is False.
+    """
     name = model or DEFAULT_MODEL
     target = resolve_device(device)
     build = BUILTIN_MODELS.get(name, lambda w: _user_model(name, w))
     module, normalize, input_size = build(weights)
+    shipped = shipped_blocks_path() if name == DEFAULT_MODEL and weights is None and trained_blocks else None
+    if shipped is not None:
+        load_trained_blocks(module, read_state_dict(shipped), str(shipped))
     module = module.eval().to(target)
     with torch.no_grad():
         classes = module(normalize(torch.zeros(1, 3, input_size, input_size, device=target))).shape[-1]
     labels = list(imagenet_labels()) if classes == 1000 else [f"class {i}" for i in range(classes)]
     loaded = LoadedModel(name=name, module=module, device=target, input_size=input_size, normalize=normalize,
-                         labels=labels)
+                         labels=labels, blocks_trained=shipped is not None)
     loaded.blocks = describe_blocks(module, normalize, input_size, target)
     return loaded

@@ -12,7 +12,9 @@ Every kind appears once per backbone, at a place chosen for what it does and wha
   regular 3x3 DCN at stride 8 (~1 ms).
 * **CA** (coordinate attention) and **GC** (global context) on mid / late stages (stride 16), where
   features are semantic but maps still have 14 x 14 cells at 224 px. GC uses the ``channel_add``
-  fusion, which is the identity at init; CA is a zero-gated residual (``x + g * CA(x)``).
+  fusion, which is the identity at init. In Lite0, CA keeps its official multiplicative form, so its
+  weights always mean "how much of each row / column is kept": it starts uniform and the next conv
+  divides the uniform factor out (exact at init). In ResNets it is a zero-gated residual.
 * **ACmix** at a low-resolution stage (stride 16), where its 7 x 7 window spans half the image, as a
   zero-gated residual branch.
 
@@ -43,13 +45,39 @@ class GatedResidual(nn.Module):
         return x + self.gate * self.branch(x)
 
 
+INIT_SEED = 0  # block initialisation is seeded: the same untrained model (and maps) on every load
+CA_INIT_BIAS = 4.0  # CA starts as a uniform keep-factor sigmoid(4)^2 = 0.965 (gradients still flow)
+
+
+def near_identity_coordinate_attention(channels: int, bias: float = CA_INIT_BIAS) -> tuple[CA, float]:
+    """CA in its official, purely multiplicative form (``x * a_h * a_w``, weights in (0, 1): a keep-factor
+    with one meaning), started uniform: ``conv_h`` / ``conv_w`` weights zero, bias ``bias``, so every
+    position is scaled by ``keep = sigmoid(bias)**2``. Returns the block and ``keep`` (for the reader of its
+    output to divide out, which makes the model exact at init)."""
+    block = CA(channels, channels)
+    with torch.no_grad():
+        for conv in (block.conv_h, block.conv_w):
+            conv.weight.zero_()
+            conv.bias.fill_(bias)
+    return block, float(torch.sigmoid(torch.tensor(bias)) ** 2)
+
+
 def augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
     """Lite0 with SPD stem, DCN after block 4 (stride 8), CA after block 7, ACmix after block 9 and
     GC after block 10 (stride 16). In place; returns ``model``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        return _augment_lite0(model)
+
+
+def _augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
     stem = model._conv_stem
     model._conv_stem = SPDConv.from_strided_conv(stem, padding="same")
     model.add_plugin("dcn", 4, GatedResidual(DCN(40, 40, 3, padding=1)))
-    model.add_plugin("ca", 7, GatedResidual(CA(80, 80)))
+    ca, keep = near_identity_coordinate_attention(80)
+    model.add_plugin("ca", 7, ca)
+    with torch.no_grad():  # block 8 (no skip) is the only reader of block 7's output: undo the uniform factor
+        model._blocks[8]._expand_conv.weight.div_(keep)
     model.add_plugin("acmix", 9, GatedResidual(ACmix(112, 112, kernel_att=7, head=4)))
     model.add_plugin("gc", 10, CB2d(112, fusions=["channel_add"]))
     return model
@@ -58,6 +86,12 @@ def augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
 def augment_resnet(model: nn.Module) -> nn.Module:
     """torchvision ResNet with SPD stem, DCN in layer3's last 3x3 conv, CA after layer2 (stride 8),
     ACmix and GC after layer3 (stride 16), appended to the layers so the pretrained keys are kept."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        return _augment_resnet(model)
+
+
+def _augment_resnet(model: nn.Module) -> nn.Module:
     model.conv1 = SPDConv.from_strided_conv(model.conv1)
     last = model.layer3[-1]
     conv = last.conv2

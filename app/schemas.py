@@ -20,6 +20,8 @@ class ModelDescription(BaseModel):
     device: str = Field(description="where inference runs, e.g. cpu or cuda:0")
     input_size: int = Field(description="default short side, in pixels, images are resized to")
     num_classes: int
+    blocks_trained: bool = Field(description="whether the blocks carry trained weights (false: initialisation, "
+                                             "so their maps show untrained blocks)")
     blocks: list[BlockDescription] = Field(description="blocks in execution order")
 
 

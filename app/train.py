@@ -1,0 +1,146 @@
+"""Train the default model's blocks so their maps come from a task: ``attnlens train``.
+
+Recipe (default): the pretrained plain Lite0 (teacher) sees the object alone on grey; the augmented
+model (student) sees the same object pasted on a photo and learns to match the teacher's prediction
+(KL divergence at temperature ``T``); with ``consistency`` it also sees the object alone and must
+keep the teacher's answer there, so the trained model still agrees with the plain one on clean inputs. Only the blocks (``plugins``: GC, CA, ACmix, DCN and their
+gates) train; the backbone and its BatchNorm statistics stay frozen. No loss sees the object masks or
+the maps. With ``--data DIR`` (an ImageFolder with labels) the blocks and a new classifier head train
+with cross-entropy instead.
+
+Only the trained parameters are saved (safetensors). Checkpoints every ``checkpoint_every`` steps,
+``--resume`` continues from the last one; the seed fixes data order and initialisation.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from .composites import CompositeSet
+from .models import LoadedModel, load_model
+
+__all__ = ["TrainConfig", "train", "trained_state"]
+
+
+@dataclass
+class TrainConfig:
+    out: Path = Path("runs/blocks")
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 1.0
+    consistency: bool = True  # also show the student the object alone, matching the teacher (keeps top-1 agreement)
+    seed: int = 0
+    checkpoint_every: int = 50
+    resume: bool = False
+    data: Path | None = None  # an ImageFolder: supervised training of blocks + a new head
+    device: str | None = None
+    sources: dict[str, Path] | None = None  # where the Debian data lies (default: located or fetched)
+
+
+def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters training changes: every ``requires_grad`` parameter, by qualified name."""
+    return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def _freeze_all_but_blocks(module: nn.Module, extra: tuple[str, ...] = ()) -> list[nn.Parameter]:
+    module.eval()  # BatchNorm statistics stay as pretrained
+    trainable = []
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad = name.startswith(("plugins.", *extra))
+        if parameter.requires_grad:
+            trainable.append(parameter)
+    return trainable
+
+
+def _composite_batches(config: TrainConfig, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data = CompositeSet("train", config.steps * config.batch_size, seed=config.seed, sources=config.sources)
+    for step in range(start, config.steps):
+        items = [data[step * config.batch_size + i] for i in range(config.batch_size)]
+        yield torch.stack([item["image"] for item in items]), torch.stack([item["teacher"] for item in items])
+
+
+def _folder_batches(config: TrainConfig, start: int, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    from torchvision import datasets, transforms
+
+    dataset = datasets.ImageFolder(str(config.data), transform=transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(len(dataset), generator=generator).tolist()
+    for step in range(start, config.steps):
+        indexes = [order[(step * config.batch_size + i) % len(order)] for i in range(config.batch_size)]
+        items = [dataset[i] for i in indexes]
+        yield torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+
+
+def train(config: TrainConfig, progress=None) -> dict:
+    """Run the recipe; returns ``{"losses": [...], "weights": path}``. ``progress``: a tqdm-like wrapper."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    config.out.mkdir(parents=True, exist_ok=True)
+    student: LoadedModel = load_model(device=config.device, trained_blocks=False)
+    module = student.module
+    extra: tuple[str, ...] = ()
+    if config.data is not None:
+        classes = len([p for p in config.data.iterdir() if p.is_dir()])
+        module._fc = nn.Linear(module._fc.in_features, classes).to(student.device)
+        extra = ("_fc.",)
+    parameters = _freeze_all_but_blocks(module, extra)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
+    start, losses = 0, []
+    checkpoint = config.out / "checkpoint.pt"
+    if config.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["trained"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start, losses = int(state["step"]), list(state["losses"])
+    teacher = None if config.data is not None else load_model("efficientnet_lite0_plain", device=config.device).module
+
+    batches = (_folder_batches(config, start, student.input_size) if config.data is not None
+               else _composite_batches(config, start))
+    steps = range(start, config.steps)
+    bar = progress(steps, initial=start, total=config.steps) if progress else None
+    for step, (images, targets) in zip(steps, batches):
+        inputs = images if teacher is None or not config.consistency else torch.cat([images, targets])
+        logits = module(student.normalize(inputs.to(student.device)))
+        if teacher is None:
+            loss = F.cross_entropy(logits, targets.to(student.device))
+        else:
+            with torch.no_grad():
+                reference = teacher(student.normalize(targets.to(student.device)))
+            if config.consistency:
+                reference = torch.cat([reference, reference])
+            t = config.temperature
+            loss = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(reference / t, 1), log_target=True,
+                            reduction="batchmean") * t * t
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            torch.save({"step": step + 1, "trained": trained_state(module), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "losses": losses}, checkpoint)
+    if bar is not None:
+        bar.close()
+    weights = config.out / "blocks.safetensors"
+    save_file(trained_state(module), str(weights), metadata={"recipe": "distillation" if teacher else "supervised",
+                                                             "steps": str(config.steps), "seed": str(config.seed)})
+    return {"losses": losses, "weights": weights}
