@@ -31,3 +31,16 @@ def test_tiny_distillation_run_lowers_the_loss(tmp_path, one_batch, monkeypatch)
 
     resumed = train(TrainConfig(out=tmp_path, steps=10, batch_size=4, lr=3e-2, resume=True, device="cpu"))
     assert len(resumed["losses"]) == 10 and resumed["losses"][:8] == losses  # continued, not restarted
+
+
+def test_supervised_run_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for label, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (48, 40), colour).save(tmp_path / "data" / label / f"{i}.png")
+    result = train(TrainConfig(out=tmp_path / "run", steps=2, batch_size=2, data=tmp_path / "data", device="cpu"))
+    saved = load_file(str(result["weights"]))
+    assert saved["_fc.weight"].shape == (2, 1280)  # a new head for the folder's classes, trained with the blocks
+    assert len(result["losses"]) == 2
