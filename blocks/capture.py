@@ -145,7 +145,10 @@ def capture(model: nn.Module) -> Iterator[dict[str, BlockMaps]]:
         if _active_maps.get() is maps:
             scratch[part] = output.detach()
 
-    def record_block(name: str, reader: _Reader, scratch: Parts, module, args, kwargs, output) -> None:
+    def record_block(name: str, reader: _Reader, scratch: Parts, module, args, *rest) -> None:
+        # (kwargs, output), or (output,) alone: torch registers a with_kwargs hook in two steps, so a forward
+        # running in another thread at that moment (or at removal) calls it without kwargs
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[0])
         if _active_maps.get() is maps:
             with torch.no_grad():
                 detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)

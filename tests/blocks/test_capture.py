@@ -224,7 +224,7 @@ def test_concurrent_captures_on_one_model_stay_apart():
 
     def worker(index):
         try:
-            for _ in range(15):
+            for _ in range(40):
                 barrier.wait()
                 with torch.no_grad(), capture(model) as maps:
                     model(inputs[index])
