@@ -9,7 +9,6 @@ plain forward pass of the same augmented model; the plain backbone (no blocks) i
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import statistics

@@ -9,7 +9,7 @@ from PIL import Image
 
 import blocks
 from app.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, stretch
-from app.models import load_model, read_state_dict, shipped_blocks_path
+from app.models import read_state_dict, shipped_blocks_path
 
 COMPOSITES = Path(__file__).resolve().parents[1] / "data" / "composites"
 LEARNED_KINDS = ("acmix", "dcn")  # trained maps that beat the centre prior on both metrics (model card)

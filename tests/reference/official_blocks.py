@@ -12,7 +12,6 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
