@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    train.add_argument("--consistency", type=float, default=1.0,
+                       help="weight of the object-alone term that keeps the plain model's answers (0: off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=50)
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
@@ -176,8 +178,9 @@ def train_blocks(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     config = TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         temperature=args.temperature, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         resume=args.resume, data=args.data, device=args.device)
+                         temperature=args.temperature, consistency=args.consistency, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, resume=args.resume, data=args.data,
+                         device=args.device)
     try:
         result = train(config, progress=lambda steps, **kw: tqdm(desc="training", unit="step", file=sys.stderr, **kw))
     except DataNotFound as error:

@@ -39,7 +39,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     temperature: float = 1.0
-    consistency: bool = True  # also show the student the object alone, matching the teacher (keeps top-1 agreement)
+    consistency: float = 1.0  # weight of the object-alone term: the student must keep the teacher's answer there
     seed: int = 0
     checkpoint_every: int = 50
     resume: bool = False
@@ -122,11 +122,15 @@ def train(config: TrainConfig, progress=None) -> dict:
         else:
             with torch.no_grad():
                 reference = teacher(student.normalize(targets.to(student.device)))
-            if config.consistency:
-                reference = torch.cat([reference, reference])
             t = config.temperature
-            loss = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(reference / t, 1), log_target=True,
-                            reduction="batchmean") * t * t
+
+            def distill(student_logits: torch.Tensor) -> torch.Tensor:
+                return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(reference / t, 1),
+                                log_target=True, reduction="batchmean") * t * t
+
+            loss = distill(logits[: len(images)])
+            if config.consistency:
+                loss = loss + config.consistency * distill(logits[len(images):])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
