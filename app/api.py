@@ -85,13 +85,13 @@ async def analyze(
 
 
 @health.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """Liveness: the process answers (stays fast while inference is busy)."""
+async def healthz() -> Health:
+    """Liveness: the process answers (on the event loop, which inference never blocks)."""
     return Health(status="ok")
 
 
 @health.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(service: Annotated[Service, Depends(get_service)]):
+async def readyz(service: Annotated[Service, Depends(get_service)]):
     """Readiness: 200 once the model is loaded and warmed up."""
     if service.ready:
         return Health(status="ready")
