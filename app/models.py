@@ -107,18 +107,25 @@ def _listed(keys, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_weights(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming the missing, unexpected and misshapen keys."""
+def _misfits(module: nn.Module, state: Mapping[str, Tensor]) -> tuple[set[str], set[str], list[str]]:
+    """Keys of ``module`` missing from ``state``, keys ``state`` has beyond them, and shape mismatches."""
     expected = module.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
                  for k in set(expected) & set(state) if state[k].shape != expected[k].shape]
-    if missing or unexpected or misshapen:
-        problems = [f"missing keys: {_listed(missing)}" if missing else "",
-                    f"unexpected keys: {_listed(unexpected)}" if unexpected else "",
-                    f"shape mismatches: {_listed(misshapen)}" if misshapen else ""]
-        raise ModelLoadError(f"weights in {source} do not fit {type(module).__name__}: "
-                             + "; ".join(p for p in problems if p))
+    return set(expected) - set(state), set(state) - set(expected), misshapen
+
+
+def _refuse(what: str, missing: set[str], unexpected: set[str], misshapen: list[str]) -> None:
+    problems = [f"missing keys: {_listed(missing)}" if missing else "",
+                f"unexpected keys: {_listed(unexpected)}" if unexpected else "",
+                f"shape mismatches: {_listed(misshapen)}" if misshapen else ""]
+    if any(problems):
+        raise ModelLoadError(f"{what}: " + "; ".join(p for p in problems if p))
+
+
+def load_weights(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming the missing, unexpected and misshapen keys."""
+    _refuse(f"weights in {source} do not fit {type(module).__name__}", *_misfits(module, state))
     module.load_state_dict(state, strict=True)
 
 
@@ -205,8 +212,9 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def describe_blocks(module: nn.Module, normalize: Callable[[Tensor], Tensor], input_size: int,
-                    device: torch.device) -> list[BlockInfo]:
-    """Blocks in execution order, with feature stride and input channels, from one probe pass."""
+                    device: torch.device) -> tuple[list[BlockInfo], int]:
+    """Blocks in execution order (feature stride, input channels) and the number of classes, from one
+    probe pass."""
     kinds = blocks.find_blocks(module)
     named = dict(module.named_modules())
     channels: dict[str, int] = {}
@@ -218,23 +226,18 @@ def describe_blocks(module: nn.Module, normalize: Callable[[Tensor], Tensor], in
     try:
         probe = torch.zeros(1, 3, input_size, input_size, device=device)
         with torch.no_grad(), blocks.capture(module) as maps:
-            module(normalize(probe))
+            classes = module(normalize(probe)).shape[-1]
     finally:
         for handle in handles:
             handle.remove()
     return [BlockInfo(id=name, type=record.type, feature_stride=max(1, round(input_size / record.heatmap.shape[-1])),
-                      channels=channels[name]) for name, record in maps.items()]
+                      channels=channels[name]) for name, record in maps.items()], classes
 
 
 def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Load a file of trained block parameters (a subset of the model's keys; every key must fit)."""
-    expected = module.state_dict()
-    unexpected = set(state) - set(expected)
-    misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-                 for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
-    if unexpected or misshapen:
-        raise ModelLoadError(f"trained blocks in {source} do not fit: unexpected keys: {_listed(unexpected)}; "
-                             f"shape mismatches: {_listed(misshapen)}")
+    _, unexpected, misshapen = _misfits(module, state)
+    _refuse(f"trained blocks in {source} do not fit", set(), unexpected, misshapen)
     module.load_state_dict(state, strict=False)
 
 
@@ -257,10 +260,7 @@ def load_model(model: str | None = None, weights: str | None = None, device: str
     if shipped is not None:
         load_trained_blocks(module, read_state_dict(shipped), str(shipped))
     module = module.eval().to(target)
-    with torch.no_grad():
-        classes = module(normalize(torch.zeros(1, 3, input_size, input_size, device=target))).shape[-1]
+    block_infos, classes = describe_blocks(module, normalize, input_size, target)
     labels = list(imagenet_labels()) if classes == 1000 else [f"class {i}" for i in range(classes)]
-    loaded = LoadedModel(name=name, module=module, device=target, input_size=input_size, normalize=normalize,
-                         labels=labels, blocks_trained=shipped is not None)
-    loaded.blocks = describe_blocks(module, normalize, input_size, target)
-    return loaded
+    return LoadedModel(name=name, module=module, device=target, input_size=input_size, normalize=normalize,
+                       labels=labels, blocks=block_infos, blocks_trained=shipped is not None)
