@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
+from .context import context_mask
 from .deform import split_offset_output
 from .maps import BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps, WindowAttentionMaps
 
@@ -61,9 +62,7 @@ def _build_acmix(module, args, kwargs, output, parts: Parts) -> WindowAttentionM
 
 def _build_gc(module, args, kwargs, output, parts: Parts) -> ContextMaps:
     if "conv_mask" in parts:
-        logits = parts["conv_mask"]  # (N, 1, H, W)
-        n, _, height, width = logits.shape
-        mask = logits.reshape(n, height * width).softmax(dim=1).reshape(n, height, width)
+        mask = context_mask(parts["conv_mask"])  # the block's own definition, from conv_mask's output
     else:  # average pooling: every position weighs the same
         n, _, height, width = args[0].shape
         mask = args[0].new_full((n, height, width), 1.0 / (height * width))
