@@ -43,19 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=None, help="debug, info, warning ... (default info)")
     _add_model_options(serve)
     train = commands.add_parser("train", help="train the default model's blocks (distillation on composites)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Train the default model's blocks: the plain backbone sees each object alone, "
                                             "the augmented model sees it pasted on a photo and learns to match. Needs the "
                                             "Debian packages tuxpaint-stamps-default and plasma-workspace-wallpapers "
                                             "(used where installed, else fetched with apt-get download).")
     train.add_argument("--out", type=Path, default=Path("runs/blocks"), help="checkpoints and blocks.safetensors here")
-    train.add_argument("--steps", type=int, default=300)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
-    train.add_argument("--consistency", type=float, default=1.0,
+    from .train import TrainConfig  # its defaults are the shipped blocks' recipe
+
+    defaults = TrainConfig()
+    train.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="composites per step")
+    train.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
+    train.add_argument("--ca-lr-factor", type=float, default=defaults.ca_lr_factor,
+                       help="CA's learning rate is --lr times this")
+    train.add_argument("--temperature", type=float, default=defaults.temperature, help="distillation temperature")
+    train.add_argument("--consistency", type=float, default=defaults.consistency,
                        help="weight of the object-alone term that keeps the plain model's answers (0: off)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--checkpoint-every", type=int, default=50)
+    train.add_argument("--probe", type=float, default=defaults.probe,
+                       help="weight of the probe terms: each block's own output must tell the teacher's answer (0: off)")
+    train.add_argument("--seed", type=int, default=0, help="fixes the data order and initialisation")
+    train.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     train.add_argument("--data", type=Path, help="an ImageFolder with labels: train blocks + a new head on it instead")
     train.add_argument("--device", default=None)
@@ -178,7 +186,7 @@ def train_blocks(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     config = TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         temperature=args.temperature, consistency=args.consistency, seed=args.seed,
+                         ca_lr_factor=args.ca_lr_factor, temperature=args.temperature, consistency=args.consistency, probe=args.probe, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, data=args.data,
                          device=args.device)
     try:

@@ -46,7 +46,7 @@ class GatedResidual(nn.Module):
 
 
 INIT_SEED = 0  # block initialisation is seeded: the same untrained model (and maps) on every load
-CA_INIT_BIAS = 4.0  # CA starts as a uniform keep-factor sigmoid(4)^2 = 0.965 (gradients still flow)
+CA_INIT_BIAS = 1.0  # CA starts as a uniform keep-factor sigmoid(1)^2 = 0.53, where its sigmoids still learn
 
 
 def near_identity_coordinate_attention(channels: int, bias: float = CA_INIT_BIAS) -> tuple[CA, float]:

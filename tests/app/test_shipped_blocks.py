@@ -12,7 +12,7 @@ from app.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, 
 from app.models import read_state_dict, shipped_blocks_path
 
 COMPOSITES = Path(__file__).resolve().parents[1] / "data" / "composites"
-LEARNED_KINDS = ("acmix",)  # the trained map that beats the centre prior on both metrics here (model card)
+LEARNED_KINDS = ("gc", "ca", "acmix")  # the trained attention maps (model card)
 
 
 @pytest.fixture(scope="module")

@@ -44,3 +44,31 @@ def test_supervised_run_on_an_image_folder(tmp_path):
     saved = load_file(str(result["weights"]))
     assert saved["_fc.weight"].shape == (2, 1280)  # a new head for the folder's classes, trained with the blocks
     assert len(result["losses"]) == 2
+
+
+def test_probes_read_the_blocks_outputs_not_their_maps():
+    from app.models import load_model
+    from app.train import BlockProbes
+
+    module = load_model(device="cpu", trained_blocks=False).module
+    seen = {}
+    watch = [module.plugins[name].register_forward_hook(
+        lambda block, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
+        for name in ("gc", "ca", "acmix")]
+    probes = BlockProbes(module.plugins, 1000)
+    handles = probes.attach()
+    with torch.no_grad():
+        module(torch.randn(2, 3, 224, 224))
+    for handle in handles + watch:
+        handle.remove()
+    assert not any(block._forward_hooks for block in module.plugins.modules())
+
+    x, _ = seen["gc"]  # GC: the block's own context vector, pooled with softmax(conv_mask(x)) by hand
+    weights = torch.softmax(module.plugins["gc"].conv_mask(x).flatten(1), dim=1)
+    context = (x.flatten(2) * weights[:, None, :]).sum(2)
+    torch.testing.assert_close(probes.pooled["gc"], context, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(probes.pooled["ca"], seen["ca"][1].mean(dim=(2, 3)))
+    with torch.no_grad():  # ACmix: its branch's output (the gated residual adds it scaled by the gate)
+        branch = module.plugins["acmix"].branch(seen["acmix"][0])
+    torch.testing.assert_close(probes.pooled["acmix"], branch.mean(dim=(2, 3)))
+    assert [logits.shape for logits in probes.logits(slice(0, 2))] == [(2, 1000)] * 3
