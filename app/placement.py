@@ -10,11 +10,13 @@ Every kind appears once per backbone, at a place chosen for what it does and wha
   depthwise conv (measured: 8 ms vs 0.08 ms for Lite0 block 7's 480-channel depthwise conv on 2 CPU
   threads, against 13 ms for the whole network), so there it is a zero-gated residual branch with a
   regular 3x3 DCN at stride 8 (~1 ms).
-* **CA** (coordinate attention) and **GC** (global context) on mid / late stages (stride 16), where
-  features are semantic but maps still have 14 x 14 cells at 224 px. GC uses the ``channel_add``
-  fusion, which is the identity at init. In Lite0, CA keeps its official multiplicative form, so its
-  weights always mean "how much of each row / column is kept": it starts uniform and the next conv
-  divides the uniform factor out (exact at init). In ResNets it is a zero-gated residual.
+* **CA** (coordinate attention) and **GC** (global context) at stride 16, where features are
+  semantic but maps still have 14 x 14 cells at 224 px. GC uses the ``channel_add`` fusion, which is
+  the identity at init. In Lite0 both follow block 10 (the end of stage 5), CA first: there its row /
+  column means tell the object's rows and columns apart better than after block 7 (measured: held-out
+  energy 0.20 vs 0.16 at 300 steps, README model card). CA keeps its official multiplicative form, so
+  its weights always mean "how much of each row / column is kept": it starts uniform and block 11's
+  expand conv divides the uniform factor out (exact at init). In ResNets it is a zero-gated residual.
 * **ACmix** at a low-resolution stage (stride 16), where its 7 x 7 window spans half the image, as a
   zero-gated residual branch.
 
@@ -63,8 +65,8 @@ def near_identity_coordinate_attention(channels: int, bias: float = CA_INIT_BIAS
 
 
 def augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
-    """Lite0 with SPD stem, DCN after block 4 (stride 8), CA after block 7, ACmix after block 9 and
-    GC after block 10 (stride 16). In place; returns ``model``."""
+    """Lite0 with SPD stem, DCN after block 4 (stride 8), ACmix after block 9, then CA and GC after
+    block 10 (stride 16). In place; returns ``model``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
         return _augment_lite0(model)
@@ -74,12 +76,13 @@ def _augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
     stem = model._conv_stem
     model._conv_stem = SPDConv.from_strided_conv(stem, padding="same")
     model.add_plugin("dcn", 4, GatedResidual(DCN(40, 40, 3, padding=1)))
-    ca, keep = near_identity_coordinate_attention(80)
-    model.add_plugin("ca", 7, ca)
-    with torch.no_grad():  # block 8 (no skip) is the only reader of block 7's output: undo the uniform factor
-        model._blocks[8]._expand_conv.weight.div_(keep)
     model.add_plugin("acmix", 9, GatedResidual(ACmix(112, 112, kernel_att=7, head=4)))
+    ca, keep = near_identity_coordinate_attention(112)
+    model.add_plugin("ca", 10, ca)
     model.add_plugin("gc", 10, CB2d(112, fusions=["channel_add"]))
+    # block 11 (no skip) is the only reader of CA's output (GC adds nothing at init): undo the uniform factor
+    with torch.no_grad():
+        model._blocks[11]._expand_conv.weight.div_(keep)
     return model
 
 

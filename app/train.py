@@ -1,6 +1,6 @@
 """Train the default model's blocks so their maps come from a task: ``attnlens train``.
 
-Recipe (the defaults, r8 in the README's model card): the pretrained plain Lite0 (teacher) sees the
+Recipe (the defaults, r9 in the README's model card): the pretrained plain Lite0 (teacher) sees the
 object alone on grey; the augmented model (student) sees the same object pasted on a photo and learns
 to match the teacher's prediction (KL divergence at temperature ``T``). With ``consistency`` it also
 sees the object alone and must keep the teacher's answer there, so the trained model still agrees
@@ -36,7 +36,7 @@ __all__ = ["TrainConfig", "train", "trained_state"]
 
 @dataclass
 class TrainConfig:
-    """Defaults: the recipe of the shipped blocks (r8 in the README's model card)."""
+    """Defaults: the recipe of the shipped blocks (r9 in the README's model card)."""
 
     out: Path = Path("runs/blocks")
     steps: int = 600

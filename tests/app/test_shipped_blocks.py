@@ -32,6 +32,8 @@ def test_shipped_blocks_load_into_the_default_model(trained):
 
 
 def test_trained_maps_beat_the_centre_prior_on_held_out_composites(trained):
+    # 16 composites are few: each kind must put more of its mass on the object than the centre prior,
+    # and the kinds together must point at it more often (the model card has the 192-composite figures)
     strides = {b.id: b.feature_stride for b in trained.blocks}
     scores, prior = {kind: [] for kind in LEARNED_KINDS}, []
     for image_path in sorted(COMPOSITES.glob("[0-9][0-9].jpg")):
@@ -43,8 +45,11 @@ def test_trained_maps_beat_the_centre_prior_on_held_out_composites(trained):
         for name, record in maps.items():
             if record.type in scores:
                 heatmap = stretch(record.heatmap[0], strides[name], mask.shape)
-                scores[record.type].append(pointing_hit(heatmap, mask, near=near) + energy_in_mask(heatmap, mask))
-        prior.append(pointing_hit(centre_prior(), mask, near=near) + energy_in_mask(centre_prior(), mask))
+                scores[record.type].append((pointing_hit(heatmap, mask, near=near), energy_in_mask(heatmap, mask)))
+        prior.append((pointing_hit(centre_prior(), mask, near=near), energy_in_mask(centre_prior(), mask)))
     assert len(prior) == 16
-    for kind, values in scores.items():
-        assert np.mean(values) > np.mean(prior), kind
+    prior_pointing, prior_energy = np.mean(prior, axis=0)
+    means = {kind: np.mean(values, axis=0) for kind, values in scores.items()}
+    for kind, (_, energy) in means.items():
+        assert energy > prior_energy, kind
+    assert np.mean([pointing for pointing, _ in means.values()]) > prior_pointing
