@@ -186,7 +186,8 @@ def train_blocks(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     config = TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         ca_lr_factor=args.ca_lr_factor, temperature=args.temperature, consistency=args.consistency, probe=args.probe, seed=args.seed,
+                         ca_lr_factor=args.ca_lr_factor, temperature=args.temperature,
+                         consistency=args.consistency, probe=args.probe, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, data=args.data,
                          device=args.device)
     try:

@@ -149,9 +149,9 @@ def train(config: TrainConfig, progress=None) -> dict:
         probes = BlockProbes(module.plugins, module._fc.out_features).to(student.device)
         parameters += list(probes.parameters())
     ca = {id(p) for p in module.plugins["ca"].parameters()} if "ca" in module.plugins else set()
-    optimizer = torch.optim.AdamW([{"params": [p for p in parameters if id(p) not in ca]},
-                                   {"params": [p for p in parameters if id(p) in ca], "lr": config.lr * config.ca_lr_factor}],
-                                  lr=config.lr, weight_decay=config.weight_decay)
+    groups = [{"params": [p for p in parameters if id(p) not in ca]},
+              {"params": [p for p in parameters if id(p) in ca], "lr": config.lr * config.ca_lr_factor}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
     start, losses = 0, []
@@ -159,7 +159,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     if config.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         module.load_state_dict(state["trained"], strict=False)
-        if probes is not None:
+        if probes is not None and state.get("probes"):
             probes.load_state_dict(state["probes"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
