@@ -80,7 +80,7 @@ def _augment_lite0(model: EfficientNetLite0) -> EfficientNetLite0:
     ca, keep = near_identity_coordinate_attention(112)
     model.add_plugin("ca", 10, ca)
     model.add_plugin("gc", 10, CB2d(112, fusions=["channel_add"]))
-    # block 11 (no skip) is the only reader of CA's output (GC adds nothing at init): undo the uniform factor
+    # CA's output reaches block 11 (no skip) only through GC, which adds nothing at init: undo the uniform factor
     with torch.no_grad():
         model._blocks[11]._expand_conv.weight.div_(keep)
     return model
