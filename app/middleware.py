@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 
 __all__ = ["CONTENT_SECURITY_POLICY", "PlainTextErrorsAsJson", "SecurityHeaders"]
 
@@ -13,17 +14,25 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; obje
 DOCS_PATHS = ("/docs", "/redoc")
 
 
-class PlainTextErrorsAsJson:
-    """ASGI middleware: error responses sent as plain text below the app (Starlette's 413 for a body over
-    ``max_body_size``, for one) reach the client as JSON ``{"detail": "<the text>"}`` like every other error."""
+class _ResponseRewriter(ABC):
+    """Pure ASGI middleware that rewrites the messages of HTTP responses; other scopes pass through."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        await self.app(scope, receive, self.wrap(scope, send) if scope["type"] == "http" else send)
+
+    @abstractmethod
+    def wrap(self, scope, send):
+        """The ``send`` the app gets for this HTTP request."""
+
+
+class PlainTextErrorsAsJson(_ResponseRewriter):
+    """ASGI middleware: error responses sent as plain text below the app (Starlette's 413 for a body over
+    ``max_body_size``, for one) reach the client as JSON ``{"detail": "<the text>"}`` like every other error."""
+
+    def wrap(self, scope, send):
         held: dict | None = None
         body = b""
 
@@ -46,20 +55,14 @@ class PlainTextErrorsAsJson:
             await send({**held, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
 
-        await self.app(scope, receive, send_json_errors)
+        return send_json_errors
 
 
-class SecurityHeaders:
+class SecurityHeaders(_ResponseRewriter):
     """Adds ``Content-Security-Policy`` (except on the API docs), ``X-Content-Type-Options: nosniff``,
     ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY`` to every HTTP response."""
 
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def wrap(self, scope, send):
         extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                  (b"x-frame-options", b"DENY")]
         if not scope["path"].startswith(DOCS_PATHS):
@@ -70,4 +73,4 @@ class SecurityHeaders:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return send_with_headers
