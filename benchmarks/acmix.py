@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blocks import ACmix  # noqa: E402
+from attnlens.blocks import ACmix  # noqa: E402
 from tests.reference.official_acmix import OfficialACmix  # noqa: E402
 
 SHAPES = [(1, 64, 56, 56), (4, 128, 28, 28)]

@@ -22,10 +22,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
-from app.engine import AnalyzeOptions, Engine  # noqa: E402
-from app.imaging import decode_image  # noqa: E402
-from app.models import load_model  # noqa: E402
+from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
+from attnlens.analysis.engine import AnalyzeOptions, Engine  # noqa: E402
+from attnlens.analysis.imaging import decode_image  # noqa: E402
+from attnlens.models.loading import load_model  # noqa: E402
 
 
 def median_ms(fn, repeats: int, device: torch.device) -> float:

@@ -20,7 +20,7 @@ def running_server(**environment: str):
     """Yield ``(base_url, process)`` of a ready server; ``ATTNLENS_*`` settings come from ``environment``."""
     port = free_port()
     env = dict(os.environ, ATTNLENS_DEVICE="cpu", **environment)
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "attnlens", "serve", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

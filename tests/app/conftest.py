@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from app.engine import Engine
-from app.models import load_model
+from attnlens.analysis.engine import Engine
+from attnlens.models.loading import load_model
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

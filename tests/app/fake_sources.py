@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.composites import SOURCES, split_of
+from attnlens.training.composites import SOURCES, split_of
 
 STAMP_RGB = (200, 30, 30)
 

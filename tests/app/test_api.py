@@ -9,8 +9,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.server import create_app
-from app.settings import Settings
+from attnlens.server import create_app
+from attnlens.server.settings import Settings
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
 
 
@@ -137,7 +137,7 @@ def test_page_and_openapi(client):
     assert {"400", "413", "415", "503"} <= set(analyze["responses"])
     assert "AnalysisResult" in schema["components"]["schemas"] and client.get("/docs").status_code == 200
     assert client.get("/static/").status_code == 404  # no directory listing
-    assert client.get("/static/../app/settings.py").status_code == 404
+    assert client.get("/static/../app/server/settings.py").status_code == 404
 
 
 def test_security_headers_and_no_cors_by_default(client):

@@ -11,7 +11,7 @@ from tests.app.conftest import CAT_CLASSES, DATA
 
 
 def attnlens(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "attnlens", *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           timeout=300)
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from app.composites import TEACHER_BACKGROUND, CompositeSet, split_of
+from attnlens.training.composites import TEACHER_BACKGROUND, CompositeSet, split_of
 from tests.app.fake_sources import STAMP_RGB, make_sources
 
 
@@ -56,7 +56,7 @@ def test_line_art_is_skipped(sources, cache, tmp_path):
 
     flat = tmp_path / "flat.png"
     Image.new("RGBA", (64, 64), (0, 0, 0, 255)).save(flat)
-    from app.composites import _is_photo
+    from attnlens.training.composites import _is_photo
 
     assert not _is_photo(Image.open(flat))
     assert _is_photo(CompositeSet("train", 1, sources=sources, cache=cache).stamps[0][1])

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from app.imaging import ImageError, decode_image
-from app.server import create_app
-from app.settings import Settings
+from attnlens.analysis.imaging import ImageError, decode_image
+from attnlens.server import create_app
+from attnlens.server.settings import Settings
 
 
 @pytest.fixture(scope="module")

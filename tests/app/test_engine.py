@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.engine import AnalyzeOptions
-from app.imaging import decode_image
+from attnlens.analysis.engine import AnalyzeOptions
+from attnlens.analysis.imaging import decode_image
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
 
 
@@ -95,7 +95,7 @@ def test_prepare_keeps_aspect_and_bounds_the_long_side(engine):
 
 def test_bf16_autocast_keeps_maps_faithful(default_model, photos):
     """The reduced precision CUDA uses by default, checked here on CPU against fp32."""
-    from app.engine import Engine
+    from attnlens.analysis.engine import Engine
 
     image = decode_image(photos["cat"])
     full = Engine(default_model, "fp32").run(Engine(default_model).prepare(image))
@@ -108,7 +108,7 @@ def test_bf16_autocast_keeps_maps_faithful(default_model, photos):
 
 
 def test_precision_is_checked(default_model):
-    from app.engine import Engine
+    from attnlens.analysis.engine import Engine
 
     assert Engine(default_model, "auto").precision == "fp32"  # CPU
     with pytest.raises(ValueError, match="precision"):

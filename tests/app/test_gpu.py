@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import Engine
-from app.imaging import decode_image
-from app.models import load_model
-from app.service import Service
-from app.settings import Settings
+from attnlens.analysis.engine import Engine
+from attnlens.analysis.imaging import decode_image
+from attnlens.models.loading import load_model
+from attnlens.server.service import Service
+from attnlens.server.settings import Settings
 
 pytestmark = pytest.mark.cuda
 
@@ -32,7 +32,7 @@ def test_concurrent_requests_are_batched_on_the_gpu(photos):
     service = Service(Settings(device="cuda", batch_window_ms=50))
     service.start(background=False)
     try:
-        from app.engine import AnalyzeOptions
+        from attnlens.analysis.engine import AnalyzeOptions
 
         size, tensor = service.prepare(photos["cat"], AnalyzeOptions())
 

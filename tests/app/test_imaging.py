@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import BACKGROUND, ImageError, decode_image
+from attnlens.analysis.imaging import BACKGROUND, ImageError, decode_image
 
 
 def encode(image: Image.Image, format: str, **params) -> bytes:

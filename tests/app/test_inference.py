@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.inference import Admission, MicroBatcher, Overloaded
+from attnlens.server.inference import Admission, MicroBatcher, Overloaded
 
 
 class Recorder:

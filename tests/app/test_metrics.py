@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.evaluate import energy_in_mask, near_mask, pointing_hit, stretch
+from attnlens.training.evaluate import energy_in_mask, near_mask, pointing_hit, stretch
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from app.models import ModelLoadError, load_model, read_state_dict, resolve_device
+from attnlens.models.loading import ModelLoadError, load_model, read_state_dict, resolve_device
 
 
 def test_default_model_describes_every_block(default_model):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchvision
 
-import blocks
-from app.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
-from app.placement import GatedResidual, augment_lite0, augment_resnet
+from attnlens import blocks
+from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from attnlens.models.placement import GatedResidual, augment_lite0, augment_resnet
 
 KINDS = {"gc", "ca", "acmix", "dcn", "spd"}
 

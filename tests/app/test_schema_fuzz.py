@@ -5,8 +5,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from app.server import create_app
-from app.settings import Settings
+from attnlens.server import create_app
+from attnlens.server.settings import Settings
 
 app = create_app(Settings(device="cpu"), load_in_background=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-import blocks
-from app.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, stretch
-from app.models import read_state_dict, shipped_blocks_path
+from attnlens import blocks
+from attnlens.training.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, stretch
+from attnlens.models.loading import read_state_dict, shipped_blocks_path
 
 COMPOSITES = Path(__file__).resolve().parents[1] / "data" / "composites"
 LEARNED_KINDS = ("gc", "ca", "acmix")  # the trained attention maps (model card)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app import train as training
-from app.composites import CompositeSet
-from app.train import TrainConfig, train
+from attnlens.training import train as training
+from attnlens.training.composites import CompositeSet
+from attnlens.training.train import TrainConfig, train
 from tests.app.fake_sources import make_sources
 
 
@@ -47,8 +47,8 @@ def test_supervised_run_on_an_image_folder(tmp_path):
 
 
 def test_probes_read_the_blocks_outputs_not_their_maps():
-    from app.models import load_model
-    from app.train import BlockProbes
+    from attnlens.models.loading import load_model
+    from attnlens.training.train import BlockProbes
 
     module = load_model(device="cpu", trained_blocks=False).module
     seen = {}

@@ -1,7 +1,7 @@
 """User-model factories for the tests of ``--model package.module:factory``."""
 from torch import nn
 
-from blocks import CB2d
+from attnlens.blocks import CB2d
 from tests.reference.official_blocks import OfficialCoordAtt
 
 

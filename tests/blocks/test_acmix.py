@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blocks import ACmix
-from blocks.acmix import attention_received, reflect_indices
+from attnlens.blocks import ACmix
+from attnlens.blocks.acmix import attention_received, reflect_indices
 from tests.reference.official_acmix import OfficialACmix
 
 OFFICIAL_KEYS = {"rate1", "rate2", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight",

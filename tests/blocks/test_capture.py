@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-import blocks
-from blocks import capture, find_blocks
+from attnlens import blocks
+from attnlens.blocks import capture, find_blocks
 from tests.reference.official_acmix import OfficialACmix
 from tests.reference.official_blocks import (MmcvContextBlock, MmcvDeformConv2dPack, MmcvModulatedDeformConv2dPack,
                                              OfficialCoordAtt, SeedCB2d)

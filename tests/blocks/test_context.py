@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from blocks import CB2d, GlobalContextBlock
+from attnlens.blocks import CB2d, GlobalContextBlock
 from tests.reference.official_blocks import MmcvContextBlock, SeedCB2d
 
 

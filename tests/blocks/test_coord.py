@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from blocks import CA
+from attnlens.blocks import CA
 from tests.reference.official_blocks import OfficialCoordAtt, SeedCA
 
 

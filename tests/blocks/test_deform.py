@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blocks import DCN, DCNv2
+from attnlens.blocks import DCN, DCNv2
 from tests.reference.official_blocks import (MmcvDeformConv2dPack, MmcvModulatedDeformConv2dPack,
                                              naive_deform_conv2d)
 

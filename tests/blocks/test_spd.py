@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks import SPDConv, space_to_depth
+from attnlens.blocks import SPDConv, space_to_depth
 from tests.reference.official_blocks import space_to_depth as seed_space_to_depth
 
 

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .engine import AnalyzeOptions, Engine
-from .imaging import decode_image
+from attnlens.analysis.engine import AnalyzeOptions, Engine
+from attnlens.analysis.imaging import decode_image
 from .inference import Admission, MicroBatcher, Overloaded
-from .models import LoadedModel, load_model
+from attnlens.models import LoadedModel, load_model
 from .settings import Settings
 
 __all__ = ["Service"]

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from .engine import MAX_SIZE, MIN_SIZE, AnalyzeOptions
-from .render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
+from attnlens.analysis.engine import MAX_SIZE, MIN_SIZE, AnalyzeOptions
+from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
 from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription
 from .service import Service
 

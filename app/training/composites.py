@@ -11,8 +11,6 @@ composites show objects and backgrounds never seen in training.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +27,7 @@ SOURCES = {  # Debian package -> the folder it installs that we read
     "tuxpaint-stamps-default": "usr/share/tuxpaint/stamps",
     "plasma-workspace-wallpapers": "usr/share/wallpapers",
 }
+DEBIAN_CACHE = Path.home() / ".cache" / "attnlens" / "debian"  # where attnlens train / eval unpack them
 HELD_OUT_EVERY = 5  # one name in five (by hash) is held out
 
 
@@ -42,33 +41,20 @@ def split_of(name: str) -> str:
 
 
 def locate_sources(cache: Path | None = None) -> dict[str, Path]:
-    """The installed folders of ``SOURCES``; missing packages are fetched with ``apt-get download`` and
-    unpacked (no root needed) into ``cache``. Raises ``DataNotFound`` saying what to install."""
-    cache = cache or Path.home() / ".cache" / "attnlens" / "debian"
-    found = {}
+    """The folders of ``SOURCES``, installed (under ``/``) or unpacked into ``cache`` (by ``attnlens train`` /
+    ``eval``, which fetch them with ``apt-get download``). Raises ``DataNotFound`` naming what is missing."""
+    cache = cache or DEBIAN_CACHE
+    found, missing = {}, []
     for package, folder in SOURCES.items():
-        for root in (Path("/"), cache / package):
-            if (root / folder).is_dir():
-                found[package] = root / folder
-                break
+        where = next((root / folder for root in (Path("/"), cache / package) if (root / folder).is_dir()), None)
+        if where is None:
+            missing.append(package)
         else:
-            found[package] = _fetch(package, folder, cache / package)
+            found[package] = where
+    if missing:
+        raise DataNotFound(f"the Debian package(s) {', '.join(missing)} are neither installed nor unpacked in {cache}: "
+                           f"sudo apt-get install {' '.join(missing)}")
     return found
-
-
-def _fetch(package: str, folder: str, target: Path) -> Path:
-    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        raise DataNotFound(f"{package} is not installed and apt-get is not available: "
-                           f"install it (sudo apt-get install {' '.join(SOURCES)})")
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(["apt-get", "download", package], cwd=target, check=True, capture_output=True, timeout=900)
-        deb = next(target.glob(f"{package}_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True, capture_output=True, timeout=900)
-        deb.unlink()
-    except (subprocess.SubprocessError, StopIteration, OSError) as error:
-        raise DataNotFound(f"could not fetch {package} ({error}); install it: sudo apt-get install {package}") from error
-    return target / folder
 
 
 def _is_photo(image: Image.Image) -> bool:

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-import blocks
-from blocks.maps import BlockMaps
+from attnlens import blocks
+from attnlens.blocks.maps import BlockMaps
 
-from .models import LoadedModel
+from attnlens.models import LoadedModel
 from .render import DEFAULT_COLORMAP, colormap_lut
 from .report import block_report, prediction_report
 

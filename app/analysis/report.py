@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from blocks.maps import (BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps,
+from attnlens.blocks.maps import (BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps,
                          WindowAttentionMaps)
 
 from .render import data_url, heatmap_rgb, png_bytes

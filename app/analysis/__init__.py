@@ -1,0 +1,1 @@
+"""Analysis: image bytes -> upright image -> tensor -> forward pass under capture -> report -> PNG / figure."""
