@@ -238,9 +238,9 @@ def train_blocks(args: argparse.Namespace) -> int:
 def evaluate_blocks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .models import load_model, load_trained_blocks, read_state_dict
     from .training.composites import DataNotFound
     from .training.evaluate import evaluate
-    from .models import load_model, load_trained_blocks, read_state_dict
 
     trained = load_model(device=args.device, trained_blocks=args.blocks is None)
     if args.blocks:
@@ -267,11 +267,12 @@ def evaluate_blocks(args: argparse.Namespace) -> int:
 
 
 def list_blocks() -> int:
-    for kind, names in (("acmix", "ACmix"), ("gc", "CB2d / GlobalContextBlock (also mmcv ContextBlock)"),
-                        ("ca", "CA / CoordinateAttention (also official CoordAtt)"),
-                        ("spd", "space_to_depth / SPDConv"),
-                        ("dcn", "DCN / DCNv2 (mmcv *DeformConv2dPack style), torchvision DeformConv2d")):
-        print(f"{kind:6} {names}")
+    from .blocks.kinds import KINDS
+
+    for name, kind in KINDS.items():
+        print(f"{name:6} {kind.record.title}: {kind.record.meaning} ({kind.record.unit})")
+        for reader in kind.readers:
+            print(f"         reads {reader.description}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """ACmix: ours (no unfold) against the official unfold code, side by side in one run.
 
 Prints, per input shape, forward time, forward+backward time and peak extra memory of each, and the
-ratios official / ours; a plain 3x3 convolution of the same width is timed beside them for scale. Time is the best of several runs at 2 CPU threads (or on CUDA with
-``--device cuda``, fp32 and bf16). CPU peak memory is the process's resident-set growth during one
-forward pass, measured (peak RSS reset through /proc/self/clear_refs) in a fresh subprocess with glibc's
-mmap threshold pinned so that every large tensor is mapped and unmapped on its own; on CUDA it is ``max_memory_allocated`` growth.
+ratios official / ours; a plain 3x3 convolution of the same width is timed beside them for scale. Time is
+the best of several runs at 2 CPU threads (or on CUDA with ``--device cuda``, fp32 and bf16). CPU peak
+memory is the process's resident-set growth during one forward pass, measured (peak RSS reset through
+/proc/self/clear_refs) in a fresh subprocess with glibc's mmap threshold pinned so that every large
+tensor is mapped and unmapped on its own; on CUDA it is ``max_memory_allocated`` growth.
 
     python benchmarks/acmix.py [--device cpu|cuda] [--threads 2]
 """

@@ -22,9 +22,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
 from attnlens.analysis.engine import AnalyzeOptions, Engine  # noqa: E402
 from attnlens.analysis.imaging import decode_image  # noqa: E402
+from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
 

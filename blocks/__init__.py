@@ -8,12 +8,12 @@ from .capture import capture, find_blocks
 from .context import CB2d, GlobalContextBlock
 from .coord import CA, CoordinateAttention
 from .deform import DCN, DCNv2, DeformConv, ModulatedDeformConv
-from .maps import BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps, WindowAttentionMaps
-from .spd import SPDConv, SpaceToDepth, space_to_depth
+from .kinds import KINDS, BlockMaps, ContextMaps, CoordMaps, DeformMaps, SpaceToDepthMaps, WindowAttentionMaps
+from .spd import SpaceToDepth, SPDConv, space_to_depth
 
 __all__ = [
     "ACmix", "CB2d", "CA", "DCN", "DCNv2", "SPDConv", "space_to_depth",
     "GlobalContextBlock", "CoordinateAttention", "DeformConv", "ModulatedDeformConv", "SpaceToDepth",
-    "capture", "find_blocks",
+    "capture", "find_blocks", "KINDS",
     "BlockMaps", "ContextMaps", "CoordMaps", "DeformMaps", "SpaceToDepthMaps", "WindowAttentionMaps",
 ]

@@ -72,7 +72,8 @@ class DeformConv(nn.Module):
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.groups, self.deform_groups = groups, deform_groups
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.bias: nn.Parameter | None
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.conv_offset = nn.Conv2d(in_channels, deform_groups * (3 if self.modulated else 2) * taps,
                                      self.kernel_size, self.stride, self.padding, self.dilation, bias=True)

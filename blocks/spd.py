@@ -83,15 +83,17 @@ class SPDConv(nn.Module):
     def input_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
         """``(left, right, top, bottom)`` zero padding applied to an input of this size."""
         if self.padding != "same":
-            return self.padding
-        pads = []
+            left, right, top, bottom = self.padding
+            return left, right, top, bottom
+        pads: list[int] = []
         for size, half_kernel in ((width, self.conv.kernel_size[1]), (height, self.conv.kernel_size[0])):
             total = max((-(-size // 2) - 1) * 2 + 2 * half_kernel - 1 - size, 0)
             pads += [total // 2, total - total // 2]
-        return tuple(pads)
+        left, right, top, bottom = pads
+        return left, right, top, bottom
 
     @classmethod
-    def from_strided_conv(cls, conv: nn.Conv2d, padding: tuple[int, int, int, int] | str | None = None) -> "SPDConv":
+    def from_strided_conv(cls, conv: nn.Conv2d, padding: tuple[int, int, int, int] | str | None = None) -> SPDConv:
         """The exact SPD rewrite of a stride-2 convolution (groups 1, dilation 1, odd kernel, zero padding).
 
         ``padding`` (``(left, right, top, bottom)`` or ``"same"`` for TensorFlow "SAME") overrides
@@ -117,7 +119,7 @@ class SPDConv(nn.Module):
             weight[:, phase, :, :taps.shape[2], :taps.shape[3]] = taps
         with torch.no_grad():
             spd.conv.weight.copy_(weight.flatten(1, 2))
-            if conv.bias is not None:
+            if conv.bias is not None and spd.conv.bias is not None:
                 spd.conv.bias.copy_(conv.bias)
         return spd
 

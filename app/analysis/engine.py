@@ -14,9 +14,9 @@ from PIL import Image
 from torch import Tensor
 
 from attnlens import blocks
-from attnlens.blocks.maps import BlockMaps
-
+from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import LoadedModel
+
 from .render import DEFAULT_COLORMAP, colormap_lut
 from .report import block_report, prediction_report
 

@@ -12,11 +12,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from attnlens.blocks.kinds import KINDS
+
 __all__ = ["FIGURE_FORMATS", "save_figure"]
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
-TITLES = {"gc": "GC context mask", "ca": "CA mean a_h x a_w", "acmix": "ACmix attention received",
-          "dcn": "DCN mean offset length", "spd": "SPD phase detail"}
 
 
 def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
@@ -41,7 +41,7 @@ def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: st
         colorbar = figure.colorbar(shown, ax=axis, shrink=0.85)
         colorbar.set_label(block["heatmap"]["unit"], fontsize=8)
         stride = f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""
-        axis.set_title(f"{TITLES[block['type']]}\n{block['id']}{stride}", fontsize=10)
+        axis.set_title(f"{KINDS[block['type']].record.title}\n{block['id']}{stride}", fontsize=10)
     for axis in axes:
         axis.set_axis_off()
     figure.savefig(path, dpi=200)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from attnlens import blocks
 
-from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path, normalize as lite_normalize
+from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from .backbones.efficientnet_lite import normalize as lite_normalize
 from .placement import augment_lite0, augment_resnet
 
 __all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "load_model", "read_state_dict", "imagenet_labels"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnlens.blocks import CA, CB2d, DCN, SPDConv, ACmix
+from attnlens.blocks import CA, DCN, ACmix, CB2d, SPDConv
 
 from .backbones.efficientnet_lite import EfficientNetLite0
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from attnlens.analysis.engine import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
+
 from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription
 from .service import Service
 

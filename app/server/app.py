@@ -12,14 +12,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from attnlens import __version__
-from .api import api, health
 from attnlens.analysis.imaging import ImageError
+
+from .api import api, health
 from .inference import Overloaded
 from .middleware import PlainTextErrorsAsJson, SecurityHeaders
 from .pages import STATIC_DIR, pages

@@ -5,7 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-BlockType = Literal["gc", "ca", "acmix", "dcn", "spd"]
+from attnlens.blocks.kinds import KINDS
+
+BlockType = Literal[tuple(KINDS)]  # the kinds of attnlens.blocks.kinds
 
 
 class BlockDescription(BaseModel):
@@ -55,10 +57,11 @@ class BlockResult(BaseModel):
     type: BlockType
     heatmap: Heatmap
     maps: dict[str, Any] = Field(description="kind-specific maps: summaries always, full arrays with include=maps "
-                                 "(gc: -; ca: a_h_mean, a_w_mean [, a_h, a_w]; acmix: rate1, rate2, kernel_size, "
-                                 "stride, dilation, heads, input_size [, attention (heads, k*k, H, W)]; dcn: "
-                                 "kernel_size, stride, padding, dilation, modulated [, offsets (G, k*k, 2 [dy, dx], "
-                                 "H, W), mask]; spd: phase_energy_mean [, phase_energy (4, H, W)])")
+                                 "(gc: [context_mask (H, W)]; ca: a_h_mean, a_w_mean [, a_h (C, H), a_w (C, W)]; "
+                                 "acmix: rate1, rate2, kernel_size, stride, dilation, heads, input_size [, attention "
+                                 "(heads, k*k, H, W)]; dcn: kernel_size, stride, padding, dilation, modulated [, "
+                                 "offsets (G, k*k, 2 [dy, dx], H, W), mask (G, k*k, H, W) for DCNv2]; spd: "
+                                 "phase_energy_mean [, phase_energy (4, H, W), phase_detail (H, W)])")
 
 
 class AnalysisResult(BaseModel):

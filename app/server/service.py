@@ -15,8 +15,9 @@ from torch import Tensor
 
 from attnlens.analysis.engine import AnalyzeOptions, Engine
 from attnlens.analysis.imaging import decode_image
-from .inference import Admission, MicroBatcher, Overloaded
 from attnlens.models import LoadedModel, load_model
+
+from .inference import Admission, MicroBatcher, Overloaded
 from .settings import Settings
 
 __all__ = ["Service"]

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlens import blocks
+from attnlens.models import LoadedModel
 
 from .composites import SIZE, CompositeSet
-from attnlens.models import LoadedModel
 
 __all__ = ["TOLERANCE_PX", "energy_in_mask", "evaluate", "grad_cam", "near_mask", "pointing_hit", "stretch"]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,9 +26,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from attnlens.models import LoadedModel, load_model
+
 from .composites import CompositeSet
 from .config import TrainConfig
-from attnlens.models import LoadedModel, load_model
 
 __all__ = ["TrainConfig", "train", "trained_state"]
 

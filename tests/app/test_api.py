@@ -1,7 +1,7 @@
 """The v1 API against the live app (TestClient) on real photos: schema, values, errors."""
 import base64
-import time
 import io
+import time
 
 import numpy as np
 import pytest

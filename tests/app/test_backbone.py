@@ -5,8 +5,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from attnlens.models.backbones.efficientnet_lite import Conv2dSame, EfficientNetLite0, lite0_weights_path, normalize, same_padding
 from attnlens.analysis.imaging import decode_image
+from attnlens.models.backbones.efficientnet_lite import (
+    Conv2dSame,
+    EfficientNetLite0,
+    lite0_weights_path,
+    normalize,
+    same_padding,
+)
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
 
 

@@ -1,28 +1,23 @@
 """Hostile and unusual uploads against the live app: the right answer for each, never a 5xx."""
-import io
 import tempfile
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from attnlens.analysis.imaging import ImageError, decode_image
 from attnlens.server import create_app
 from attnlens.server.settings import Settings
+from tests.helpers import encode
 
 
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app(Settings(device="cpu"), load_in_background=False)) as client:
         yield client
-
-
-def encode(image: Image.Image, format: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **params)
-    return buffer.getvalue()
 
 
 def photo(size=(64, 48)) -> Image.Image:

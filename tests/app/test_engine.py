@@ -1,6 +1,4 @@
 """The engine on real photos: predictions, one heatmap per block, values consistent with the PNGs."""
-import base64
-import io
 
 import numpy as np
 import pytest
@@ -9,12 +7,7 @@ from PIL import Image
 from attnlens.analysis.engine import AnalyzeOptions
 from attnlens.analysis.imaging import decode_image
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
-
-
-def png_of(data_url: str) -> Image.Image:
-    prefix = "data:image/png;base64,"
-    assert data_url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):])))
+from tests.helpers import png_of
 
 
 @pytest.fixture(scope="module")

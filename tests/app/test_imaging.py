@@ -1,17 +1,11 @@
 """Decoding uploads: every mode to faithful RGB, EXIF orientation, first frames, clear errors."""
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from attnlens.analysis.imaging import BACKGROUND, ImageError, decode_image
-
-
-def encode(image: Image.Image, format: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **params)
-    return buffer.getvalue()
+from tests.helpers import encode
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():

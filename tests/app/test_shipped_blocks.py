@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from attnlens import blocks
-from attnlens.training.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, stretch
 from attnlens.models.loading import read_state_dict, shipped_blocks_path
+from attnlens.training.evaluate import centre_prior, energy_in_mask, near_mask, pointing_hit, stretch
 
 COMPOSITES = Path(__file__).resolve().parents[1] / "data" / "composites"
 LEARNED_KINDS = ("gc", "ca", "acmix")  # the trained attention maps (model card)

@@ -6,18 +6,11 @@ import torch.nn.functional as F
 
 from attnlens.blocks import ACmix
 from attnlens.blocks.acmix import attention_received, reflect_indices
+from tests.helpers import randomise
 from tests.reference.official_acmix import OfficialACmix
 
 OFFICIAL_KEYS = {"rate1", "rate2", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight",
                  "conv3.bias", "conv_p.weight", "conv_p.bias", "fc.weight", "dep_conv.weight"}
-
-
-def randomise(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.5)
-    return module
 
 
 def pair(*args, **kwargs):

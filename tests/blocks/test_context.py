@@ -3,21 +3,14 @@ import pytest
 import torch
 
 from attnlens.blocks import CB2d, GlobalContextBlock
+from tests.helpers import randomise
 from tests.reference.official_blocks import MmcvContextBlock, SeedCB2d
-
-
-def randomise(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator))
-    return module
 
 
 @pytest.mark.parametrize("pool", ["att", "avg"])
 @pytest.mark.parametrize("fusions", [["channel_add", "channel_mul"], ["channel_add"], ["channel_mul"]])
 def test_matches_seed_cb2d(pool, fusions):
-    seed = randomise(SeedCB2d(16, pool=pool, fusions=fusions))
+    seed = randomise(SeedCB2d(16, pool=pool, fusions=fusions), scale=1.0)
     ours = CB2d(16, pool=pool, fusions=fusions)
     assert set(ours.state_dict()) == set(seed.state_dict())
     ours.load_state_dict(seed.state_dict(), strict=True)
@@ -26,7 +19,7 @@ def test_matches_seed_cb2d(pool, fusions):
 
 
 def test_matches_mmcv_context_block_keys_and_function():
-    mmcv = randomise(MmcvContextBlock(32, ratio=1 / 8, fusion_types=("channel_add",)))
+    mmcv = randomise(MmcvContextBlock(32, ratio=1 / 8, fusion_types=("channel_add",)), scale=1.0)
     ours = GlobalContextBlock(32, fusions=["channel_add"], ratio=1 / 8)
     ours.load_state_dict(mmcv.state_dict(), strict=True)
     mmcv.load_state_dict(ours.state_dict(), strict=True)
@@ -35,7 +28,7 @@ def test_matches_mmcv_context_block_keys_and_function():
 
 
 def test_formula():
-    block = randomise(CB2d(8, fusions=["channel_add"]))
+    block = randomise(CB2d(8, fusions=["channel_add"]), scale=1.0)
     x = torch.randn(1, 8, 3, 4)
     logits = torch.einsum("c,nchw->nhw", block.conv_mask.weight[0, :, 0, 0], x) + block.conv_mask.bias
     weights = torch.softmax(logits.flatten(1), 1)  # (N, H*W)
@@ -69,6 +62,6 @@ def test_too_few_channels():
 
 
 def test_gradcheck():
-    block = randomise(CB2d(8)).double()
+    block = randomise(CB2d(8), scale=1.0).double()
     x = torch.randn(1, 8, 3, 3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x,))

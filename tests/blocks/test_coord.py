@@ -3,14 +3,15 @@ import pytest
 import torch
 
 from attnlens.blocks import CA
+from tests.helpers import randomise
 from tests.reference.official_blocks import OfficialCoordAtt, SeedCA
 
 
-def randomise(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
+def randomise_with_statistics(module, seed=0):
+    """Random weights and BatchNorm statistics."""
+    randomise(module, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
         module.bn1.running_mean.normal_(generator=generator)
         module.bn1.running_var.uniform_(0.5, 2.0, generator=generator)
     return module
@@ -19,7 +20,7 @@ def randomise(module, seed=0):
 @pytest.mark.parametrize("reference", [OfficialCoordAtt, SeedCA])
 @pytest.mark.parametrize("train", [False, True])
 def test_matches_official(reference, train):
-    official = randomise(reference(64, 64, reduction=16))
+    official = randomise_with_statistics(reference(64, 64, reduction=16))
     ours = CA(64, 64, reduction=16)
     assert set(ours.state_dict()) == set(official.state_dict())
     ours.load_state_dict(official.state_dict(), strict=True)
@@ -29,7 +30,7 @@ def test_matches_official(reference, train):
 
 
 def test_formula_out_is_x_times_height_and_width_weights():
-    block = randomise(CA(16, 16)).eval()
+    block = randomise_with_statistics(CA(16, 16)).eval()
     x = torch.randn(1, 16, 5, 6)
     y_h = block.act(block.bn1(block.conv1(x.mean(3, keepdim=True))))  # (N, mip, H, 1)
     y_w = block.act(block.bn1(block.conv1(x.mean(2, keepdim=True))))  # (N, mip, 1, W)
@@ -52,6 +53,6 @@ def test_oup_must_equal_inp():
 
 
 def test_gradcheck():
-    block = randomise(CA(8, 8)).double().eval()
+    block = randomise_with_statistics(CA(8, 8)).double().eval()
     x = torch.randn(1, 8, 3, 4, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x,))

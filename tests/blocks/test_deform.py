@@ -4,16 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from attnlens.blocks import DCN, DCNv2
-from tests.reference.official_blocks import (MmcvDeformConv2dPack, MmcvModulatedDeformConv2dPack,
-                                             naive_deform_conv2d)
-
-
-def randomise(module, seed=0, scale=0.5):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
-    return module
+from tests.helpers import randomise
+from tests.reference.official_blocks import MmcvDeformConv2dPack, MmcvModulatedDeformConv2dPack, naive_deform_conv2d
 
 
 @pytest.mark.parametrize("ours_cls, mmcv_cls, keys", [
