@@ -1,5 +1,6 @@
 # make serve: create .venv, install, start the server on http://127.0.0.1:8000 (embedded default model).
-# make test:  create .venv, install everything (Debian's chromium included), run the whole suite.
+# make test:  create .venv, install everything (Debian's chromium included), lint, run the whole suite
+#             (which also builds the wheel and serves from it, installed non-editable in a fresh venv).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,10 +26,11 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/acmix.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -16,11 +17,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(**environment: str):
-    """Yield ``(base_url, process)`` of a ready server; ``ATTNLENS_*`` settings come from ``environment``."""
+def running_server(python: str = sys.executable, cwd: Path | None = None, args: tuple[str, ...] = (), **environment: str):
+    """Yield ``(base_url, process)`` of a ready ``python -m attnlens serve`` run in ``cwd``; ``ATTNLENS_*``
+    settings come from ``environment``, extra flags from ``args``."""
     port = free_port()
     env = dict(os.environ, ATTNLENS_DEVICE="cpu", **environment)
-    process = subprocess.Popen([sys.executable, "-m", "attnlens", "serve", "--port", str(port)], env=env,
+    process = subprocess.Popen([python, "-m", "attnlens", "serve", "--port", str(port), *args], env=env, cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""Image bytes -> an upright RGB ``PIL.Image``, or a clear error with the HTTP status it deserves.
+"""Image bytes -> an upright RGB ``PIL.Image``, or a clear error saying what is wrong with the bytes.
 
 Only the formats we accept are opened (``Image.open(formats=...)``); EXIF orientation is applied;
 multi-frame files give their first frame; every mode becomes 8-bit RGB without surprises: 16-bit
@@ -13,7 +13,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ACCEPTED_FORMATS", "BACKGROUND", "ImageError", "decode_image"]
+__all__ = ["ACCEPTED_FORMATS", "BACKGROUND", "ImageError", "ImageTooLarge", "UndecodableImage", "UnsupportedImage",
+           "decode_image"]
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
@@ -30,11 +31,23 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):
-    """An upload that is not an image we can analyse; ``status`` is the HTTP status to answer with."""
+    """Bytes that are not an image we can analyse; ``detail`` says why. Subclasses say which case."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, detail: str):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.detail = detail
+
+
+class UnsupportedImage(ImageError):
+    """Not an image in one of ``ACCEPTED_FORMATS``."""
+
+
+class UndecodableImage(ImageError):
+    """Empty, corrupt or truncated: it claims a format we read but does not decode."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than allowed (checked before decoding), or a decompression bomb."""
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -56,30 +69,31 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``data`` to an upright RGB image; raises ``ImageError`` (400, 413 or 415)."""
+    """Decode ``data`` to an upright RGB image; raises ``UnsupportedImage``, ``UndecodableImage`` or
+    ``ImageTooLarge``."""
     if not data:
-        raise ImageError(400, "the upload is empty")
+        raise UndecodableImage("the upload is empty")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
             if declared := _signature(data):
-                raise ImageError(400, f"cannot decode the image: a corrupt or truncated {declared} file") from None
-            raise ImageError(415, f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
+                raise UndecodableImage(f"cannot decode the image: a corrupt or truncated {declared} file") from None
+            raise UnsupportedImage(f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError(413, f"image has too many pixels: {error}") from None
+            raise ImageTooLarge(f"image has too many pixels: {error}") from None
         except (OSError, ValueError, SyntaxError) as error:
-            raise ImageError(400, f"cannot decode the image: {error}") from None
+            raise UndecodableImage(f"cannot decode the image: {error}") from None
         width, height = image.size
         if width * height > max_pixels:
-            raise ImageError(413, f"image has {width}x{height} = {width * height} pixels, more than {max_pixels}")
+            raise ImageTooLarge(f"image has {width}x{height} = {width * height} pixels, more than {max_pixels}")
         try:
             image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError(413, f"image has too many pixels: {error}") from None
+            raise ImageTooLarge(f"image has too many pixels: {error}") from None
         except (OSError, ValueError, SyntaxError, EOFError) as error:
-            raise ImageError(400, f"cannot decode the image: {error}") from None
+            raise UndecodableImage(f"cannot decode the image: {error}") from None

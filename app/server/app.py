@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from attnlens import __version__
-from attnlens.analysis.imaging import ImageError
+from attnlens.analysis.imaging import ImageError, ImageTooLarge, UndecodableImage, UnsupportedImage
 
 from .api import api, health
 from .inference import Overloaded
@@ -30,6 +30,8 @@ from .settings import Settings
 __all__ = ["create_app", "serve"]
 
 log = logging.getLogger("attnlens")
+
+IMAGE_ERROR_STATUS = {UndecodableImage: 400, ImageTooLarge: 413, UnsupportedImage: 415}
 
 
 class AttnlensAPI(FastAPI):
@@ -51,8 +53,9 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
         service.stop()
 
     app = AttnlensAPI(title="attnlens", version=__version__, lifespan=lifespan, max_body_size=settings.max_upload_bytes,
-                  description="What CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) attend to: predictions and "
-                              "per-block heatmaps for uploaded images.")
+                      docs_url=None, redoc_url=None,  # /docs is served offline by pages.docs
+                      description="What CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) attend to: predictions and "
+                                  "per-block heatmaps for uploaded images.")
     app.state.service = service
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
 
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, error: ImageError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status)
+        return JSONResponse({"detail": error.detail}, status_code=IMAGE_ERROR_STATUS[type(error)])
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:

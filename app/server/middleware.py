@@ -6,12 +6,10 @@ from abc import ABC, abstractmethod
 
 __all__ = ["CONTENT_SECURITY_POLICY", "PlainTextErrorsAsJson", "SecurityHeaders"]
 
-# The page loads only its own scripts, styles and images (uploads are shown through blob: URLs);
-# no inline script or style, no framing. /docs and /redoc keep FastAPI's defaults (their assets
-# come from a CDN).
+# The page and /docs load only their own scripts, styles and images (uploads are shown through blob:
+# URLs, Swagger UI's icons are data: URLs); no inline script, no framing.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'self'")
-DOCS_PATHS = ("/docs", "/redoc")
 
 
 class _ResponseRewriter(ABC):
@@ -59,14 +57,12 @@ class PlainTextErrorsAsJson(_ResponseRewriter):
 
 
 class SecurityHeaders(_ResponseRewriter):
-    """Adds ``Content-Security-Policy`` (except on the API docs), ``X-Content-Type-Options: nosniff``,
+    """Adds ``Content-Security-Policy``, ``X-Content-Type-Options: nosniff``,
     ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY`` to every HTTP response."""
 
     def wrap(self, scope, send):
         extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                 (b"x-frame-options", b"DENY")]
-        if not scope["path"].startswith(DOCS_PATHS):
-            extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                 (b"x-frame-options", b"DENY"), (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())]
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":

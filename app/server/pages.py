@@ -1,4 +1,8 @@
-"""The browser page, rendered from the package's ``templates``; its assets are served from ``static``."""
+"""The browser page and the API docs, rendered from the package's ``templates``; assets served from ``static``.
+
+``/docs`` is Swagger UI 5 served from ``static/swagger`` (vendored, see its README): it renders offline
+and under the same Content-Security-Policy as the page (no inline script, nothing from a CDN).
+"""
 from __future__ import annotations
 
 from importlib import resources
@@ -22,3 +26,9 @@ def index(request: Request) -> HTMLResponse:
     service = request.app.state.service
     return TEMPLATES.TemplateResponse(request, "index.html", {"version": __version__, "model": service.model,
                                                               "ready": service.ready})
+
+
+@pages.get("/docs", response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, "docs.html", {"title": f"{request.app.title} {__version__} - API",
+                                                             "openapi_url": request.app.openapi_url})

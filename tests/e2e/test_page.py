@@ -2,24 +2,11 @@
 
 Screenshots go to ``e2e-screenshots/`` at the repository root, to be looked at.
 """
-from pathlib import Path
-from urllib.parse import urlparse
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.e2e.conftest import DATA, SHOTS, docs_operations_rendered, guarded_page
 from tests.serving import running_server
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data"
-SHOTS = ROOT / "e2e-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
-
-if not Path(CHROMIUM).exists():  # make test installs it (apt); a bare pytest run says what is missing
-    pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -28,36 +15,12 @@ def base_url():
         yield base
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, base_url):
-    """A fresh page that records console errors and every request, and blocks anything off loopback."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    page.problems, page.off_loopback = [], []
-    page.on("console", lambda message: message.type == "error" and page.problems.append(message.text))
-    page.on("pageerror", lambda error: page.problems.append(str(error)))
-
-    def guard(route):
-        host = urlparse(route.request.url).hostname
-        if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
-            route.continue_()
-        else:
-            page.off_loopback.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", guard)
-    page.goto(base_url)
-    page.wait_for_selector("body[data-ready=true]")
-    yield page
-    context.close()
+    """A fresh page on the app that records console errors and every request, and blocks anything off loopback."""
+    with guarded_page(browser, base_url) as page:
+        page.wait_for_selector("body[data-ready=true]")
+        yield page
 
 
 def block_types(base_url, page) -> list[str]:
@@ -144,3 +107,10 @@ def test_server_errors_are_explained(page, tmp_path):
     assert "not an image type" in page.locator("#status").inner_text()
     page.screenshot(path=str(SHOTS / "page-error.png"))
     assert page.off_loopback == []
+
+
+def test_docs_render_offline_with_every_operation(browser, base_url):
+    with guarded_page(browser, base_url, "/docs") as page:
+        assert docs_operations_rendered(page, base_url) >= 5
+        page.screenshot(path=str(SHOTS / "docs.png"), full_page=True)
+        assert page.problems == [] and page.off_loopback == []
