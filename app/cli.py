@@ -13,11 +13,25 @@ from . import __version__
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="efficientnet_lite0 (default, embedded), resnet18, resnet50, or package.module:factory")
-    parser.add_argument("--weights", default=None, help="state_dict file (.pt/.pth read with weights_only, or .safetensors)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    parser.add_argument("--precision", default=None, help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    """The flags of ``ModelOptions`` (one declaration for the CLI, the server's variables and models files)."""
+    from .models.options import ModelOptions
+
+    group = parser.add_argument_group("model", "which model, and how its input is made and its output read")
+    for name, field in ModelOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = f" (default {field.default})" if field.default not in (None, False) else ""
+        if field.annotation is bool:
+            group.add_argument(flag, action="store_true", default=None, help=field.description)
+            continue
+        kind = next((t for t in (int, float) if field.annotation in (t, t | None)), str)
+        group.add_argument(flag, type=kind, default=None, help=f"{field.description}{default}")
+
+
+def _model_options(args: argparse.Namespace):
+    from .models.options import ModelOptions
+
+    return ModelOptions(**{name: value for name in ModelOptions.model_fields
+                           if (value := getattr(args, name, None)) is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print the API's JSON (one object per image, one per line)")
     analyze.add_argument("--out", type=Path, help="write <image>.json and <image>/<block>.png overlays here")
     analyze.add_argument("--figure", type=Path, help="write a figure of image + every block's map (.png, .pdf, .svg)")
-    analyze.add_argument("--size", type=int, default=None, help="short side the image is resized to (default: model input)")
+    analyze.add_argument("--size", type=int, default=None, help="input size for these images (default: the model's --input-size)")
     analyze.add_argument("--colormap", default="inferno", help="matplotlib colormap (default: inferno)")
     analyze.add_argument("--values", action="store_true", help="include raw heatmap values in the JSON")
     analyze.add_argument("--maps", action="store_true", help="include the full maps (attention, offsets ...) in the JSON")
@@ -88,7 +102,13 @@ def _safe_name(text: str) -> str:
 def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
     lines = [f"{path}  ({report['image']['width']}x{report['image']['height']}, "
              f"{report['timings_ms']['total']:.0f} ms)"]
-    lines += [f"  {p['score']:6.1%}  {p['label']}" for p in report["predictions"]]
+    lines += [f"  {p['score']:6.1%}  {p['label']}" for p in report.get("predictions", [])]
+    lines += [f"  {d['score']:6.1%}  {d['label']:20} box [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+              for d in report.get("detections", [])]
+    if "detections" in report and not report["detections"]:
+        lines.append("  no detections above the confidence threshold")
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
     for block in report["blocks"]:
         low, high = block["heatmap"]["range"]
         lines.append(f"  {block['type']:6} {block['id']:32} stride {strides.get(block['id'], '?'):>2}  "
@@ -100,16 +120,30 @@ def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
 def _write_outputs(out: Path, path: Path, image, report: dict, colormap: str) -> None:
     import numpy as np
 
-    from .analysis.render import overlay
+    from .analysis.render import draw_detections, overlay
 
     folder = out / _safe_name(path.stem)
     folder.mkdir(parents=True, exist_ok=True)
+    model_input = report["input"]
     for block in report["blocks"]:
         values = np.asarray(block["heatmap"]["values"], dtype=np.float32)
-        overlay(image, values, colormap).save(folder / f"{_safe_name(block['id'])}.png")
+        picture = overlay(image, values, (model_input["width"], model_input["height"]), tuple(model_input["content"]),
+                          colormap)
+        draw_detections(picture, report.get("detections", [])).save(folder / f"{_safe_name(block['id'])}.png")
+    if "detections" in report:
+        draw_detections(image, report["detections"]).save(folder / "detections.png")
     report = {**report, "blocks": [{**b, "heatmap": {k: v for k, v in b["heatmap"].items() if k != "values"}}
                                    for b in report["blocks"]]}
     (out / f"{_safe_name(path.stem)}.json").write_text(json.dumps(report))
+
+
+def _one_line(error: Exception) -> str:
+    """A pydantic validation error as one line (field: message; ...), anything else as it is."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
+    return str(error)
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -123,18 +157,17 @@ def analyze(args: argparse.Namespace) -> int:
     if args.figure and args.figure.suffix.lower() not in FIGURE_FORMATS:
         print(f"attnlens: --figure must end in {', '.join(FIGURE_FORMATS)}", file=sys.stderr)
         return 2
+    from pydantic import ValidationError
+
     try:
-        model = load_model(args.model, args.weights, args.device)
+        model_options = _model_options(args)
+        model = load_model(model_options)
+        engine = Engine(model, model_options.precision)
         options = AnalyzeOptions(size=args.size, colormap=args.colormap,
                                  include_values=args.values or bool(args.out or args.figure), include_maps=args.maps)
         options.validate()
-    except (ModelLoadError, ValueError) as error:
-        print(f"attnlens: {error}", file=sys.stderr)
-        return 2
-    try:
-        engine = Engine(model, args.precision or "auto")
-    except ValueError as error:
-        print(f"attnlens: {error}", file=sys.stderr)
+    except (ModelLoadError, ValidationError, ValueError) as error:
+        print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
     strides = {block.id: block.feature_stride for block in model.blocks}
     failures = 0
@@ -170,12 +203,11 @@ def serve(args: argparse.Namespace) -> int:
     from .server import serve as run_server
     from .server.settings import Settings
 
-    overrides = {name: getattr(args, name) for name in ("host", "port", "queue_size", "max_batch", "log_level",
-                                                        "model", "weights", "device", "precision")}
+    overrides = {name: value for name in Settings.model_fields if (value := getattr(args, name, None)) is not None}
     try:
-        settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
+        settings = Settings(**overrides)
     except ValidationError as error:
-        print(f"attnlens: bad settings: {error}", file=sys.stderr)
+        print(f"attnlens: bad settings: {_one_line(error)}", file=sys.stderr)
         return 2
     run_server(settings)
     return 0

@@ -57,11 +57,11 @@ def main() -> None:
     plain.load_state_dict(torch.load(lite0_weights_path(), map_location="cpu", weights_only=True))
 
     image = decode_image(jpeg)
-    batch = engine.prepare(image)
+    batch, geometry = engine.prepare(image)
     normalized = model.normalize(batch.to(model.device))
     result = engine.run(batch)
     options = AnalyzeOptions()
-    report = engine.report(result, 0, image.size, options)
+    report = engine.report(result, 0, geometry, options)
 
     def forward(module):
         def run():
@@ -75,7 +75,7 @@ def main() -> None:
         "forward, plain backbone": median_ms(forward(plain), args.repeats, model.device),
         "forward, augmented, no capture": median_ms(forward(model.module), args.repeats, model.device),
         "forward, augmented, capture": median_ms(lambda: engine.run(batch), args.repeats, model.device),
-        "maps -> report (PNGs)": median_ms(lambda: engine.report(result, 0, image.size, options), args.repeats,
+        "maps -> report (PNGs)": median_ms(lambda: engine.report(result, 0, geometry, options), args.repeats,
                                            model.device),
         "JSON encoding": median_ms(lambda: json.dumps(report), args.repeats, model.device),
     }

@@ -1,35 +1,36 @@
 """The analysis engine: image -> tensor -> one forward pass under ``blocks.capture`` -> report.
 
-Data flows one way: ``prepare`` (resize, tensor), ``run`` (forward, probabilities, maps), then
-``app.report`` turns the result into the JSON of the API and ``app.render`` into pictures.
+Data flows one way: ``prepare`` (the model's input recipe: resize, letterbox), ``run`` (forward, the
+model's output read as class probabilities or boxes, every block's maps), then ``report`` turns one
+image of the result into the JSON of the API (``attnlens.analysis.report``) with its pictures
+(``attnlens.analysis.render``). Boxes are mapped back onto the upright original image here.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
-from attnlens.models import LoadedModel
+from attnlens.models import InputGeometry, LoadedModel
 
 from .render import DEFAULT_COLORMAP, colormap_lut
-from .report import block_report, prediction_report
+from .report import block_report, detection_report, prediction_report
 
-__all__ = ["AnalyzeOptions", "Engine", "RunResult", "MAX_ASPECT", "MIN_SIZE", "MAX_SIZE", "PRECISIONS", "resolve_precision"]
+__all__ = ["MAX_SIZE", "MIN_SIZE", "PRECISIONS", "AnalyzeOptions", "Engine", "RunResult", "resolve_precision"]
 
 MIN_SIZE, MAX_SIZE = 32, 1024
-MAX_ASPECT = 4  # long side at most this many times the short side of the model input
 
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
-    """size: the short side the image is resized to (default: the model's input size), aspect kept;
-    colormap: matplotlib colormap of the heatmap PNGs; include_values: raw heatmap values in the JSON;
+    """size: the input size (short side, or long side for letterbox; default: the model's); colormap:
+    matplotlib colormap of the heatmap PNGs; include_values: raw heatmap values in the JSON;
     include_maps: the full maps (ACmix attention, DCN offsets, ...) in the JSON."""
 
     size: int | None = None
@@ -45,11 +46,12 @@ class AnalyzeOptions:
 
 @dataclass
 class RunResult:
-    """One forward pass: class probabilities ``(N, K)`` and every block's maps (batch of N)."""
+    """One forward pass of a batch of N images: what the output reader gave (``classify``: probabilities
+    ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None) and every block's maps."""
 
-    probabilities: Tensor
+    predictions: Any
     maps: dict[str, BlockMaps]
-    input_size: tuple[int, int]  # (width, height) of the model input, after resizing
+    input_size: tuple[int, int]  # (width, height) of the model input
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -58,7 +60,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"auto"`` -> bf16 on CUDA (maps stay faithful: heatmap correlation with fp32 >= 0.99, same top-1, see
-    tests/app/test_engine.py), fp32 elsewhere; other values are checked."""
+    tests/app/test_gpu.py), fp32 elsewhere; other values are checked."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
@@ -73,15 +75,9 @@ class Engine:
         self.model = model
         self.precision = resolve_precision(precision, model.device)
 
-    def prepare(self, image: Image.Image, size: int | None = None) -> Tensor:
-        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1]: short side ``size``, aspect kept, long side at
-        most ``MAX_ASPECT * size`` (so a 2000 x 3 strip does not become a 150,000-pixel-wide tensor)."""
-        short = size or self.model.input_size
-        width, height = image.size
-        scale = min(short / min(width, height), MAX_ASPECT * short / max(width, height))
-        resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
-        array = np.asarray(resized, dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+    def prepare(self, image: Image.Image, size: int | None = None) -> tuple[Tensor, InputGeometry]:
+        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] by the model's input recipe, and its geometry."""
+        return self.model.recipe.prepare(image, size)
 
     def run(self, batch: Tensor) -> RunResult:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device."""
@@ -89,34 +85,41 @@ class Engine:
         autocast = torch.autocast(self.model.device.type, dtype=PRECISIONS[self.precision],
                                   enabled=self.precision != "fp32")
         with torch.no_grad(), autocast, blocks.capture(self.model.module) as maps:
-            logits = self.model.module(self.model.normalize(batch.to(self.model.device)))
-            probabilities = logits.float().softmax(dim=-1)
+            predictions = self.model.reader.read(self.model.forward(batch))
         if self.model.device.type == "cuda":
             torch.cuda.synchronize(self.model.device)
-        return RunResult(probabilities, maps, (batch.shape[-1], batch.shape[-2]),
+        return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
                          {"forward": 1000 * (time.perf_counter() - start)})
 
-    def report(self, result: RunResult, i: int, image_size: tuple[int, int], options: AnalyzeOptions) -> dict:
-        """The JSON report of SPEC section 4 for image ``i`` of a run (``image_size``: upright width, height)."""
+    def report(self, result: RunResult, i: int, geometry: InputGeometry, options: AnalyzeOptions) -> dict:
+        """The JSON report of SPEC section 4 for image ``i`` of a run."""
         start = time.perf_counter()
-        report = {
-            "image": {"width": image_size[0], "height": image_size[1]},
-            "input": {"width": result.input_size[0], "height": result.input_size[1]},
-            "predictions": prediction_report(result.probabilities[i].cpu(), self.model.labels),
-            "blocks": [block_report(name, record, i, options.colormap, options.include_values, options.include_maps)
-                       for name, record in result.maps.items()],
+        model = self.model
+        report: dict[str, Any] = {
+            "image": {"width": geometry.image_size[0], "height": geometry.image_size[1]},
+            "input": {"width": result.input_size[0], "height": result.input_size[1], "content": list(geometry.content)},
+            "task": model.task,
         }
+        if model.task == "classify":
+            report["predictions"] = prediction_report(result.predictions[i].cpu(), model.labels)
+        elif model.task == "detect":
+            report["detections"] = detection_report(result.predictions[i], geometry, model.label)
+        if model.reader.note:
+            report["note"] = model.reader.note
+        report["blocks"] = [block_report(name, record, i, options.colormap, options.include_values, options.include_maps)
+                            for name, record in result.maps.items()]
         report["timings_ms"] = {"forward": round(result.timings_ms["forward"], 2),
                                 "maps": round(1000 * (time.perf_counter() - start), 2)}
         return report
 
-    def analyze(self, image: Image.Image, options: AnalyzeOptions = AnalyzeOptions()) -> dict:
+    def analyze(self, image: Image.Image, options: AnalyzeOptions | None = None) -> dict:
         """Prepare, run and report one upright RGB image."""
+        options = options or AnalyzeOptions()
         options.validate()
         start = time.perf_counter()
-        batch = self.prepare(image, options.size)
+        batch, geometry = self.prepare(image, options.size)
         preprocess_ms = 1000 * (time.perf_counter() - start)
-        report = self.report(self.run(batch), 0, image.size, options)
+        report = self.report(self.run(batch), 0, geometry, options)
         report["timings_ms"] = {"preprocess": round(preprocess_ms, 2), **report["timings_ms"],
                                 "total": round(1000 * (time.perf_counter() - start), 2)}
         return report

@@ -1,4 +1,4 @@
-"""A publication-ready figure of one analysis: the image and every block's heatmap over it.
+"""A publication-ready figure of one analysis: the image (with its detections) and every block's heatmap over it.
 
 Drawn with matplotlib's object API (no pyplot state), from the same report the API returns
 (``include_values``), so the figure shows exactly what clients get. PNG, PDF or SVG by extension.
@@ -10,18 +10,43 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from attnlens.blocks.kinds import KINDS
+
+from .render import on_image
 
 __all__ = ["FIGURE_FORMATS", "save_figure"]
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 
+def _headline(report: dict) -> str:
+    """What the model answered, in one line."""
+    if report.get("predictions"):
+        top = report["predictions"][0]
+        return f"top-1: {top['label']} ({top['score']:.2f})"
+    if "detections" in report:
+        found = report["detections"]
+        return f"{len(found)} detection{'s' * (len(found) != 1)}" + (f", best {found[0]['label']} "
+                                                                   f"({found[0]['score']:.2f})" if found else "")
+    return "maps only"
+
+
+def _draw_boxes(axis, detections: list[dict], labelled: bool) -> None:
+    for detection in detections:
+        x0, y0, x1, y1 = detection["box"]
+        axis.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="springgreen", linewidth=1.2))
+        if labelled:
+            axis.text(x0, y0, f"{detection['label']} {detection['score']:.2f}", fontsize=7, color="black",
+                      va="bottom", bbox={"facecolor": "springgreen", "edgecolor": "none", "pad": 1})
+
+
 def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
                 strides: dict[str, int] | None = None) -> Path:
-    """Write the figure of ``report`` (made with ``include_values``) over ``image`` to ``path``."""
+    """Write the figure of ``report`` (made with ``include_values``) over ``image`` to ``path``; detections
+    (if any) are drawn on every panel, labelled on the first."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_FORMATS:
         raise ValueError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}, got {path.name!r}")
@@ -31,17 +56,21 @@ def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: st
     figure = Figure(figsize=(4.2 * columns, 3.6 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     extent = (0, image.width, image.height, 0)
-    top = report["predictions"][0]
+    detections = report.get("detections", [])
     axes[0].imshow(image, extent=extent)
-    axes[0].set_title(f"input {image.width}x{image.height}\ntop-1: {top['label']} ({top['score']:.2f})", fontsize=10)
+    axes[0].set_title(f"image {image.width}x{image.height}\n{_headline(report)}", fontsize=10)
+    _draw_boxes(axes[0], detections, labelled=True)
+    model_input = report["input"]
     for axis, block in zip(axes[1:], report["blocks"]):
-        values = np.asarray(block["heatmap"]["values"], dtype=np.float32)
+        values = on_image(np.asarray(block["heatmap"]["values"], dtype=np.float32),
+                          (model_input["width"], model_input["height"]), tuple(model_input["content"]), image.size)
         axis.imshow(image, extent=extent)
         shown = axis.imshow(values, extent=extent, cmap=colormap, alpha=0.6, interpolation="bilinear")
         colorbar = figure.colorbar(shown, ax=axis, shrink=0.85)
         colorbar.set_label(block["heatmap"]["unit"], fontsize=8)
         stride = f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""
         axis.set_title(f"{KINDS[block['type']].record.title}\n{block['id']}{stride}", fontsize=10)
+        _draw_boxes(axis, detections, labelled=False)
     for axis in axes:
         axis.set_axis_off()
     figure.savefig(path, dpi=200)

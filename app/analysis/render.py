@@ -11,9 +11,10 @@ from functools import cache
 
 import matplotlib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-__all__ = ["COLORMAP_CHOICES", "DEFAULT_COLORMAP", "colormap_lut", "data_url", "heatmap_rgb", "overlay", "png_bytes"]
+__all__ = ["COLORMAP_CHOICES", "DEFAULT_COLORMAP", "colormap_lut", "data_url", "draw_detections", "heatmap_rgb", "on_image",
+           "overlay", "png_bytes"]
 
 DEFAULT_COLORMAP = "inferno"
 COLORMAP_CHOICES = ("inferno", "viridis", "magma", "plasma", "turbo", "cividis", "gray")  # offered by the page
@@ -52,9 +53,32 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def overlay(image: Image.Image, values: np.ndarray, colormap: str = DEFAULT_COLORMAP,
-            opacity: float = 0.5) -> Image.Image:
-    """The heatmap stretched bilinearly over ``image`` (cell centres on cell centres), blended at ``opacity``."""
-    stretched = Image.fromarray(normalized(values)).resize(image.size, Image.BILINEAR)
-    colours = Image.fromarray(heatmap_rgb(np.asarray(stretched), colormap))
+def on_image(values: np.ndarray, input_size: tuple[int, int], content: tuple[int, int, int, int],
+             image_size: tuple[int, int]) -> np.ndarray:
+    """A map over the model input (``input_size`` (w, h), cell centres on cell centres) -> over the image:
+    stretched to the input, cropped to where the image lies in it (``content``: letterbox padding
+    dropped), resized to ``image_size`` (w, h). ``(h, w)`` float32."""
+    stretched = Image.fromarray(np.asarray(values, dtype=np.float32)).resize(input_size, Image.BILINEAR)
+    return np.asarray(stretched.crop(content).resize(image_size, Image.BILINEAR))
+
+
+def overlay(image: Image.Image, values: np.ndarray, input_size: tuple[int, int], content: tuple[int, int, int, int],
+            colormap: str = DEFAULT_COLORMAP, opacity: float = 0.5) -> Image.Image:
+    """The heatmap over ``image`` (see ``on_image``), colour-mapped and blended at ``opacity``."""
+    colours = Image.fromarray(heatmap_rgb(on_image(values, input_size, content, image.size), colormap))
     return Image.blend(image.convert("RGB"), colours, opacity)
+
+
+def draw_detections(image: Image.Image, detections: list[dict], colour: tuple[int, int, int] = (0, 255, 127)) -> Image.Image:
+    """``image`` with each detection's box (image pixels) and ``label score`` drawn on a copy."""
+    drawn = image.convert("RGB")
+    pen = ImageDraw.Draw(drawn)
+    width = max(2, round(min(image.size) / 200))
+    for detection in detections:
+        x0, y0, x1, y1 = detection["box"]
+        pen.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        text = f"{detection['label']} {detection['score']:.2f}"
+        left, top, right, bottom = pen.textbbox((x0, y0), text)
+        pen.rectangle((left, top - (bottom - top) - 2, right + 4, top), fill=colour)
+        pen.text((x0 + 2, top - (bottom - top) - 2), text, fill=(0, 0, 0))
+    return drawn

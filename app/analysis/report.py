@@ -7,16 +7,18 @@ What each kind reports is declared with the kind (``attnlens.blocks.kinds``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from attnlens.blocks.kinds import BlockMaps
+from attnlens.models import Detections, InputGeometry
 
 from .render import data_url, heatmap_rgb, png_bytes
 
-__all__ = ["block_report", "prediction_report"]
+__all__ = ["block_report", "detection_report", "prediction_report"]
 
 DECIMALS = 5  # rounding of values in the JSON
 
@@ -45,3 +47,11 @@ def prediction_report(probabilities: torch.Tensor, labels: list[str], top: int =
     scores, indices = probabilities.topk(min(top, probabilities.shape[-1]))
     return [{"index": int(index), "label": labels[int(index)], "score": round(float(score), 6)}
             for score, index in zip(scores.tolist(), indices.tolist())]
+
+
+def detection_report(detections: Detections, geometry: InputGeometry, label: Callable[[int], str]) -> list[dict]:
+    """One image's boxes, best first, in upright original-image pixels (the input's resize / letterbox undone)."""
+    boxes = geometry.boxes_to_image(detections.boxes.cpu())
+    return [{"box": [round(float(v), 2) for v in box], "index": int(index), "label": label(int(index)),
+             "score": round(float(score), 6)}
+            for box, index, score in zip(boxes.tolist(), detections.classes.tolist(), detections.scores.tolist())]

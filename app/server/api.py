@@ -41,7 +41,10 @@ ReadyService = Annotated[Service, Depends(ready_service)]
 def describe_model(service: ReadyService) -> ModelDescription:
     """The loaded model and its blocks, in execution order."""
     model = service.model
-    return ModelDescription(backbone=model.name, device=str(model.device), input_size=model.input_size,
+    recipe = model.recipe
+    return ModelDescription(backbone=model.name, device=str(model.device), task=model.task, output=model.reader.layout,
+                            note=model.reader.note or None, input_size=model.input_size,
+                            input={"size": recipe.size, "resize": recipe.resize, "normalize": recipe.normalize},
                             num_classes=model.num_classes, blocks_trained=model.blocks_trained,
                             blocks=[vars(block) for block in model.blocks])
 
@@ -76,9 +79,9 @@ async def analyze(
     with service.admission.slot(service.retry_after_s()):
         data = await file.read()
         decode_start = time.perf_counter()
-        image_size, tensor = await run_in_threadpool(service.prepare, data, options)
+        geometry, tensor = await run_in_threadpool(service.prepare, data, options)
         decode_ms = 1000 * (time.perf_counter() - decode_start)
-        report = await service.batcher.submit(tuple(tensor.shape), (tensor, image_size, options, time.perf_counter()),
+        report = await service.batcher.submit(tuple(tensor.shape), (tensor, geometry, options, time.perf_counter()),
                                               service.settings.request_timeout_s)
     report["timings_ms"] = {"decode": round(decode_ms, 2), **report["timings_ms"],
                             "total": round(1000 * (time.perf_counter() - started), 2)}

@@ -17,10 +17,21 @@ class BlockDescription(BaseModel):
     channels: int = Field(description="channels of the block's input")
 
 
+class InputRecipeDescription(BaseModel):
+    size: int = Field(description="input size in pixels: the short side (short-side) or the long side (letterbox)")
+    resize: Literal["short-side", "letterbox"]
+    normalize: str = Field(description="imagenet, none, lite or M,M,M/S,S,S")
+
+
 class ModelDescription(BaseModel):
-    backbone: str = Field(description="the loaded model: a built-in name or package.module:factory")
+    backbone: str = Field(description="the loaded model: a built-in name, package.module:factory or a checkpoint file")
     device: str = Field(description="where inference runs, e.g. cpu or cuda:0")
-    input_size: int = Field(description="default short side, in pixels, images are resized to")
+    task: Literal["classify", "detect", "maps"] = Field(description="how the output is read: class logits, boxes, "
+                                                        "or not at all (maps only)")
+    output: str = Field(description="the output layout read, in words")
+    note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
+    input_size: int = Field(description="default input size in pixels (see input)")
+    input: InputRecipeDescription = Field(description="how an image becomes the model's input")
     num_classes: int
     blocks_trained: bool = Field(description="whether the blocks carry trained weights (false: initialisation, "
                                              "so their maps show untrained blocks)")
@@ -35,12 +46,21 @@ class ImageSize(BaseModel):
 class InputSize(BaseModel):
     width: int = Field(description="width of the image as fed to the model (after resizing), pixels")
     height: int
+    content: list[int] = Field(description="[x0, y0, x1, y1]: where the image lies in the input, input pixels "
+                               "(letterbox: inside the grey padding; short-side: the whole input)")
 
 
 class Prediction(BaseModel):
     index: int = Field(description="class index")
     label: str
     score: float = Field(description="softmax probability")
+
+
+class Detection(BaseModel):
+    box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the upright original image")
+    index: int = Field(description="class index")
+    label: str
+    score: float = Field(description="confidence (YOLOv5 / v7: objectness x class score)")
 
 
 class Heatmap(BaseModel):
@@ -67,7 +87,11 @@ class BlockResult(BaseModel):
 class AnalysisResult(BaseModel):
     image: ImageSize
     input: InputSize = Field(description="the resized image the model saw; map cells cover input pixels")
-    predictions: list[Prediction] = Field(description="top 5 classes")
+    task: Literal["classify", "detect", "maps"]
+    predictions: list[Prediction] | None = Field(None, description="classify: the top 5 classes")
+    detections: list[Detection] | None = Field(None, description="detect: boxes above the confidence threshold "
+                                               "after class-wise NMS, best first")
+    note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
     timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward, maps, total")
 

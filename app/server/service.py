@@ -15,7 +15,7 @@ from torch import Tensor
 
 from attnlens.analysis.engine import AnalyzeOptions, Engine
 from attnlens.analysis.imaging import decode_image
-from attnlens.models import LoadedModel, load_model
+from attnlens.models import InputGeometry, LoadedModel, load_model
 
 from .inference import Admission, MicroBatcher, Overloaded
 from .settings import Settings
@@ -59,7 +59,7 @@ class Service:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            model = load_model(self.settings.model, self.settings.weights, self.settings.device)
+            model = load_model(self.settings.model_options())
             engine = Engine(model, self.settings.precision)
             engine.analyze(Image.new("RGB", (model.input_size, model.input_size), (127, 127, 127)))  # warm-up
         except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
@@ -88,12 +88,13 @@ class Service:
             return 5.0
         return self.batcher.batch_seconds * self.admission.in_flight / self.batcher.max_batch
 
-    def prepare(self, data: bytes, options: AnalyzeOptions) -> tuple[tuple[int, int], Tensor]:
-        """Bytes -> (upright size, input tensor); runs on a worker thread of the request."""
+    def prepare(self, data: bytes, options: AnalyzeOptions) -> tuple[InputGeometry, Tensor]:
+        """Bytes -> (where the image lies in the input, input tensor); runs on a worker thread of the request."""
         image = decode_image(data, self.settings.max_pixels)
-        return image.size, self.engine.prepare(image, options.size)
+        tensor, geometry = self.engine.prepare(image, options.size)
+        return geometry, tensor
 
-    def _run_batch(self, jobs: list[tuple[Tensor, tuple[int, int], AnalyzeOptions, float]]) -> list[dict]:
+    def _run_batch(self, jobs: list[tuple[Tensor, InputGeometry, AnalyzeOptions, float]]) -> list[dict]:
         """Worker thread: one forward pass for the batch, then one report per image."""
         started = time.perf_counter()
         try:
@@ -102,8 +103,8 @@ class Service:
             torch.cuda.empty_cache()
             raise Overloaded("the GPU ran out of memory; try again or send a smaller image", 5) from None
         reports = []
-        for i, (_, size, options, enqueued) in enumerate(jobs):
-            report = self.engine.report(result, i, size, options)
+        for i, (_, geometry, options, enqueued) in enumerate(jobs):
+            report = self.engine.report(result, i, geometry, options)
             report["timings_ms"]["queue"] = round(1000 * (started - enqueued), 2)
             reports.append(report)
         return reports

@@ -1,23 +1,25 @@
-"""Server settings: one class, read from ``ATTNLENS_*`` environment variables, overridden by CLI flags."""
+"""Server settings: one class, read from ``ATTNLENS_*`` environment variables, overridden by CLI flags.
+
+The model options (``ATTNLENS_MODEL``, ``ATTNLENS_TASK``, ``ATTNLENS_INPUT_SIZE`` ...) are
+``attnlens.models.ModelOptions``, declared there once for the CLI, the server and models files.
+"""
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from attnlens.models import ModelOptions
+
 __all__ = ["Settings"]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ModelOptions):
     """Every setting of ``attnlens serve``; environment variable ``ATTNLENS_<NAME>`` (e.g. ``ATTNLENS_PORT``)."""
 
     model_config = SettingsConfigDict(env_prefix="ATTNLENS_", extra="ignore")
 
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    model: str | None = Field(None, description="efficientnet_lite0 (default), resnet18, resnet50 or package.module:factory")
-    weights: str | None = Field(None, description="state_dict file for the model (.pt/.pth or .safetensors)")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    precision: str = Field("auto", description="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
     queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")
     max_batch: int | None = Field(None, ge=1, description="images per forward pass (default: 8 on CUDA, 1 on CPU)")
     batch_window_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for others")
@@ -26,3 +28,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, description="a request waiting or running longer gets 503")
     cors_origins: list[str] = Field([], description="origins allowed to call the API from a browser (none: no CORS)")
     log_level: str = Field("info", description="uvicorn log level")
+
+    def model_options(self) -> ModelOptions:
+        """The model options among the settings."""
+        return ModelOptions(**{name: getattr(self, name) for name in ModelOptions.model_fields})

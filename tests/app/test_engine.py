@@ -1,9 +1,13 @@
 """The engine on real photos: predictions, one heatmap per block, values consistent with the PNGs."""
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
+import attnlens
 from attnlens.analysis.engine import AnalyzeOptions
 from attnlens.analysis.imaging import decode_image
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
@@ -18,10 +22,61 @@ def cat_report(engine, photos):
 def test_predictions_on_real_photos(engine, photos, cat_report):
     assert cat_report["predictions"][0]["index"] in CAT_CLASSES
     espresso = engine.analyze(decode_image(photos["espresso"]))
-    assert espresso["predictions"][0] == {"index": ESPRESSO, "label": "espresso",
-                                          "score": espresso["predictions"][0]["score"]}
+    assert espresso["predictions"][0]["index"] == ESPRESSO and espresso["predictions"][0]["label"] == "espresso"
     scores = [p["score"] for p in cat_report["predictions"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+
+LABELS = (Path(attnlens.__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
+
+
+def lite0_input(image: Image.Image) -> torch.Tensor:
+    """The documented preprocessing, written out: bicubic resize of the short side to 224 (aspect kept), RGB
+    in [0, 1], then Lite0's ``(x * 255 - 127) / 128``."""
+    width, height = image.size
+    scale = 224 / min(width, height)
+    resized = image.resize((round(width * scale), round(height * scale)), Image.BICUBIC)
+    x = torch.tensor(np.asarray(resized), dtype=torch.float32).permute(2, 0, 1)[None] / 255
+    return (x * 255 - 127) / 128
+
+
+@pytest.mark.parametrize("name", ["cat", "espresso"])
+def test_report_matches_a_plain_forward_with_hooks(engine, default_model, photos, name):
+    """Predictions, and the GC and CA heatmaps, against the model's own modules run by hand: the documented
+    preprocessing, a softmax, and each block's map recomputed from its input (caught with a plain hook)."""
+    image = decode_image(photos[name])
+    report = engine.analyze(image, AnalyzeOptions(include_values=True))
+    module = default_model.module
+    seen = {}
+    handles = [module.plugins[kind].register_forward_hook(
+        lambda block, args, output, kind=kind: seen.__setitem__(kind, (args[0], output))) for kind in ("gc", "ca")]
+    try:
+        with torch.no_grad():
+            probabilities = module(lite0_input(image)).softmax(dim=-1)[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    top = probabilities.argsort(descending=True)[:5].tolist()
+    assert [p["index"] for p in report["predictions"]] == top
+    assert [p["label"] for p in report["predictions"]] == [LABELS[i] for i in top]
+    assert [p["score"] for p in report["predictions"]] == pytest.approx(probabilities[top].tolist(), abs=2e-6)
+
+    values = {b["type"]: np.asarray(b["heatmap"]["values"]) for b in report["blocks"]}
+    with torch.no_grad():
+        x, _ = seen["gc"]  # GC: softmax of conv_mask(x) over all positions
+        gc = module.plugins["gc"]
+        context = gc.conv_mask(x).flatten(1).softmax(dim=1).reshape(x.shape[-2:])
+        np.testing.assert_allclose(values["gc"], context.numpy(), rtol=1e-4, atol=1e-7)
+
+        x, output = seen["ca"]  # CA: a_h, a_w from row / column means; heatmap mean_c a_h[c] a_w[c]
+        ca = module.plugins["ca"]
+        height = x.shape[2]
+        pooled = torch.cat([x.mean(dim=3, keepdim=True), x.mean(dim=2, keepdim=True).transpose(2, 3)], dim=2)
+        y = F.hardswish(ca.bn1(ca.conv1(pooled)))
+        a_h = ca.conv_h(y[:, :, :height]).sigmoid()  # (1, C, H, 1)
+        a_w = ca.conv_w(y[:, :, height:].transpose(2, 3)).sigmoid()  # (1, C, 1, W)
+        torch.testing.assert_close(output, x * a_h * a_w)  # this reading of the block is the block
+        np.testing.assert_allclose(values["ca"], (a_h * a_w).mean(dim=1)[0].numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_report_shape_and_one_heatmap_per_block(cat_report, default_model):
@@ -82,8 +137,8 @@ def test_tiny_and_extreme_images(engine, size):
 
 
 def test_prepare_keeps_aspect_and_bounds_the_long_side(engine):
-    assert engine.prepare(Image.new("RGB", (451, 300))).shape == (1, 3, 224, 337)
-    assert engine.prepare(Image.new("RGB", (2000, 3))).shape[-1] == 4 * 224
+    assert engine.prepare(Image.new("RGB", (451, 300)))[0].shape == (1, 3, 224, 337)
+    assert engine.prepare(Image.new("RGB", (2000, 3)))[0].shape[-1] == 4 * 224
 
 
 def test_bf16_autocast_keeps_maps_faithful(default_model, photos):
@@ -91,9 +146,9 @@ def test_bf16_autocast_keeps_maps_faithful(default_model, photos):
     from attnlens.analysis.engine import Engine
 
     image = decode_image(photos["cat"])
-    full = Engine(default_model, "fp32").run(Engine(default_model).prepare(image))
-    reduced = Engine(default_model, "bf16").run(Engine(default_model).prepare(image))
-    assert reduced.probabilities.argmax() == full.probabilities.argmax()
+    full = Engine(default_model, "fp32").run(Engine(default_model).prepare(image)[0])
+    reduced = Engine(default_model, "bf16").run(Engine(default_model).prepare(image)[0])
+    assert reduced.predictions.argmax() == full.predictions.argmax()
     for name, record in full.maps.items():
         a, b = record.heatmap.float().flatten(), reduced.maps[name].heatmap.float().flatten()
         if a.std() > 0:

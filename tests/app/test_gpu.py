@@ -17,11 +17,11 @@ pytestmark = pytest.mark.cuda
 def test_cuda_matches_cpu_and_bf16_stays_faithful(default_model, photos):
     cuda = load_model(device="cuda")
     image = decode_image(photos["cat"])
-    batch = Engine(default_model).prepare(image)
+    batch, _ = Engine(default_model).prepare(image)
     cpu_run = Engine(default_model).run(batch)
     for precision in ("fp32", "bf16"):
         gpu_run = Engine(cuda, precision).run(batch)
-        assert gpu_run.probabilities.argmax().item() == cpu_run.probabilities.argmax().item()
+        assert gpu_run.predictions.argmax().item() == cpu_run.predictions.argmax().item()
         for name, record in cpu_run.maps.items():
             a, b = record.heatmap.float().flatten(), gpu_run.maps[name].heatmap.float().cpu().flatten()
             if a.std() > 0:

@@ -1,0 +1,73 @@
+"""The options that say which model to load and how to feed and read it, declared once.
+
+The same options are the flags of ``attnlens analyze`` and ``attnlens serve``, the ``ATTNLENS_*``
+variables of the server and the keys of a models file. ``None`` means the default of the model's form:
+
+| form | input size | resize | normalize | labels |
+|---|---|---|---|---|
+| built-in name | its own | its own | its own | its own |
+| ``package.module:factory`` | 224 | short-side | imagenet | ImageNet's for 1000 classes |
+| ``path/to/best.pt`` (whole-model checkpoint) | 640 | letterbox | none | the model's ``names`` |
+
+A factory may also return a ``ModelSpec``: the module with its own defaults for these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from torch import nn
+
+from .inputs import parse_normalize
+
+__all__ = ["ModelOptions", "ModelSpec"]
+
+
+class ModelOptions(BaseModel):
+    """Which model, its weights, where it runs, how images become its input and how its output is read."""
+
+    model: str | None = Field(None, description="efficientnet_lite0 (default), efficientnet_lite0_plain, resnet18, "
+                              "resnet50, package.module:factory, or path/to/checkpoint.pt (a whole pickled model)")
+    weights: str | None = Field(None, description="state_dict file for the model (.pt/.pth read with weights_only, "
+                                "or .safetensors)")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    precision: str = Field("auto", description="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16")
+    task: Literal["auto", "classify", "detect", "maps"] = Field(
+        "auto", description="how the output is read: auto (from its layout), classify (class logits), detect (boxes), "
+        "maps (not read: maps only)")
+    input_size: int | None = Field(None, ge=16, le=4096, description="input size in pixels: the short side "
+                                   "(short-side) or the long side (letterbox); default per model form")
+    resize: Literal["short-side", "letterbox"] | None = Field(
+        None, description="short-side (the short side becomes the input size) or letterbox (YOLO: the long side, "
+        "grey padding to a multiple of 32)")
+    normalize: str | None = Field(None, description="imagenet, none (YOLO: RGB in [0, 1]), lite (EfficientNet-Lite), "
+                                  "or M,M,M/S,S,S")
+    labels: str | None = Field(None, description="class names: a file with one per line, or YAML with names as a "
+                               "list or dict (YOLO's data.yaml)")
+    conf: float = Field(0.25, ge=0, le=1, description="detections: confidence threshold")
+    iou: float = Field(0.45, ge=0, le=1, description="detections: IoU threshold of class-wise NMS")
+    max_det: int = Field(100, ge=1, description="detections: at most this many per image")
+    trust_checkpoint: bool = Field(False, description="allow loading a whole-model checkpoint, a pickle that runs "
+                                   "code from the file when loaded (YOLO best.pt); only for files you trust")
+
+    @field_validator("normalize")
+    @classmethod
+    def _known_normalize(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_normalize(value)
+        return value
+
+
+@dataclass
+class ModelSpec:
+    """What a ``package.module:factory`` may return instead of a bare module: the module and its own
+    defaults (any left ``None`` take the factory form's defaults; command-line options still win).
+    ``labels``: class names, or a file as ``--labels`` takes."""
+
+    module: nn.Module
+    input_size: int | None = None
+    resize: str | None = None
+    normalize: str | None = None
+    labels: list[str] | str | None = None
+    task: str | None = None
