@@ -30,6 +30,7 @@ __all__ = ["TASKS", "BoxReader", "ClassReader", "Detections", "MapsOnly", "Outpu
            "infer_reader"]
 
 TASKS = ("auto", "classify", "detect", "maps")
+END_TO_END_MAX_COLUMNS = 6 + 57  # x1 y1 x2 y2 score class + at most a pose head's extras
 END_TO_END_MAX_ROWS = 1000  # end-to-end heads return a few hundred final boxes; dense heads thousands of anchors
 EXTRA_NAMES = {32: "32 segmentation mask coefficients", 51: "17 pose keypoints (x, y, visibility)",
                1: "1 oriented-box angle"}
@@ -174,17 +175,23 @@ def _boxes(output: Any, batch: int, num_classes: int | None, conf: float, iou: f
     if y is None or y.dim() != 3 or y.shape[0] != batch:
         return f"the output is {_describe(output)}, not boxes"
     rows, columns = y.shape[1], y.shape[2]
-    if columns > rows:  # (N, 4 + nc [+ extra], A): ultralytics v8 / 11
+    class_column = y[..., 5] if 6 <= columns <= END_TO_END_MAX_COLUMNS else None
+    if rows <= END_TO_END_MAX_ROWS and class_column is not None and torch.equal(class_column, class_column.round()) \
+            and (num_classes is None or int(class_column.max()) < num_classes):  # x1 y1 x2 y2 score class-id
+        return BoxReader("end2end", num_classes or 0, conf, iou, max_det, note=_extra_note(columns - 6),
+                         layout=f"end-to-end (N, {rows} boxes, x1 y1 x2 y2 score class)")
+    channel_first = columns > rows  # ultralytics: (N, 4 + nc, A), A in the thousands; YOLOv5: (N, A, 5 + nc)
+    if num_classes is not None:  # with the class count known, the layout whose channels add up wins
+        fits_ultralytics = rows - 4 - num_classes in EXTRA_NAMES or rows == 4 + num_classes
+        fits_yolov5 = columns - 5 - num_classes in EXTRA_NAMES or columns == 5 + num_classes
+        if fits_ultralytics != fits_yolov5:
+            channel_first = fits_ultralytics
+    if channel_first:
         classes = num_classes if num_classes is not None else rows - 4
         if rows < 4 + max(classes, 1):
             return f"{rows} channels cannot hold 4 box coordinates and {classes} classes"
         return BoxReader("ultralytics", classes, conf, iou, max_det, note=_extra_note(rows - 4 - classes),
                          layout=f"ultralytics (N, 4 + {classes} classes, {columns} anchors)")
-    class_column = y[..., 5] if columns >= 6 else None
-    if rows <= END_TO_END_MAX_ROWS and class_column is not None and torch.equal(class_column, class_column.round()) \
-            and (num_classes is None or int(class_column.max()) < num_classes):  # x1 y1 x2 y2 score class-id
-        return BoxReader("end2end", num_classes or 0, conf, iou, max_det, note=_extra_note(columns - 6),
-                         layout=f"end-to-end (N, {rows} boxes, x1 y1 x2 y2 score class)")
     classes = num_classes if num_classes is not None else columns - 5
     if columns < 5 + max(classes, 1):
         return f"{columns} columns cannot hold 4 box coordinates, objectness and {classes} classes"
