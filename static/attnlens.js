@@ -14,6 +14,8 @@ const state = {
   report: null,
   image: null, // HTMLImageElement of the upload (upright, like the server's decoding)
   cards: [],
+  showBoxes: true, // detections drawn on every card
+  highlighted: null, // index of the clicked detection
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -69,19 +71,28 @@ function colourGrid(grid, range) {
 // ---------- geometry: map cells <-> canvas pixels ----------
 
 class View {
-  // The image drawn at (left, top) with size (width, height); input pixels -> canvas pixels.
+  // The image drawn at (left, top) with size (width, height); input pixels -> canvas pixels. The image
+  // lies in the model input at report.input.content = [x0, y0, x1, y1] (letterbox: inside grey padding).
   constructor(report, left, top, width, height) {
     this.left = left; this.top = top; this.width = width; this.height = height;
-    this.sx = width / report.input.width;
-    this.sy = height / report.input.height;
+    const [x0, y0, x1, y1] = report.input.content;
+    this.ox = x0; this.oy = y0;
+    this.sx = width / (x1 - x0);
+    this.sy = height / (y1 - y0);
+    this.imageScale = [width / report.image.width, height / report.image.height];
   }
   // centre of cell (row, col) of a map with the given stride, in canvas pixels
   cellCentre(row, col, stride) {
-    return [this.left + (col + 0.5) * stride * this.sx, this.top + (row + 0.5) * stride * this.sy];
+    return [this.left + ((col + 0.5) * stride - this.ox) * this.sx, this.top + ((row + 0.5) * stride - this.oy) * this.sy];
+  }
+  // a box [x0, y0, x1, y1] in original-image pixels -> canvas [x, y, w, h]
+  imageBox([x0, y0, x1, y1]) {
+    const [kx, ky] = this.imageScale;
+    return [this.left + x0 * kx, this.top + y0 * ky, (x1 - x0) * kx, (y1 - y0) * ky];
   }
   cellAt(x, y, stride, rows, cols) {
-    const col = Math.floor((x - this.left) / (stride * this.sx));
-    const row = Math.floor((y - this.top) / (stride * this.sy));
+    const col = Math.floor(((x - this.left) / this.sx + this.ox) / stride);
+    const row = Math.floor(((y - this.top) / this.sy + this.oy) / stride);
     if (row < 0 || col < 0 || row >= rows || col >= cols) return null;
     return [row, col];
   }
@@ -93,7 +104,8 @@ class View {
     context.clip();
     context.globalAlpha = state.opacity;
     context.imageSmoothingEnabled = true;
-    context.drawImage(colourGrid(grid, range), this.left, this.top, cols * stride * this.sx, rows * stride * this.sy);
+    context.drawImage(colourGrid(grid, range), this.left - this.ox * this.sx, this.top - this.oy * this.sy,
+      cols * stride * this.sx, rows * stride * this.sy);
     context.restore();
   }
 }
@@ -141,6 +153,9 @@ class Card {
     const range = rangeOf(grid);
     this.view.drawMap(context, grid, this.stride, range);
     this.overlay(context);
+    if (state.showBoxes) drawDetections(context, this.view, this.report.detections || []);
+    this.element.dataset.boxes = JSON.stringify((this.report.detections || []).map((d) => this.view.imageBox(d.box)
+      .map((v) => Math.round(v))));
     this.legend(range);
   }
 
@@ -197,6 +212,28 @@ class Card {
 }
 
 function sameCell(a, b) { return a && b && a[0] === b[0] && a[1] === b[1]; }
+
+// detections (boxes in original-image pixels) over a card's image; the highlighted one thicker, labelled
+function drawDetections(context, view, detections) {
+  context.save();
+  context.font = "11px system-ui, sans-serif";
+  detections.forEach((detection, i) => {
+    const [x, y, w, h] = view.imageBox(detection.box);
+    const highlighted = state.highlighted === i;
+    context.strokeStyle = highlighted ? "#ff2d55" : "#00ff7f";
+    context.lineWidth = highlighted ? 3 : 1.5;
+    context.strokeRect(x, y, w, h);
+    if (highlighted || state.highlighted === null) {
+      const text = `${detection.label} ${detection.score.toFixed(2)}`;
+      const textWidth = context.measureText(text).width + 4;
+      context.fillStyle = context.strokeStyle;
+      context.fillRect(x, Math.max(0, y - 14), textWidth, 14);
+      context.fillStyle = "#000";
+      context.fillText(text, x + 2, Math.max(0, y - 14) + 11);
+    }
+  });
+  context.restore();
+}
 
 class ContextCard extends Card {
   overlay() {
@@ -479,9 +516,9 @@ async function analyze(blob, name = "image") {
     }
     state.report = report;
     state.image = image;
+    state.highlighted = null;
     show(report);
-    const top = report.predictions[0];
-    setStatus(`${name}: ${top.label} (${(100 * top.score).toFixed(1)}%).`, "done");
+    setStatus(`${name}: ${headline(report)}.`, "done");
   } catch (error) {
     setStatus(`Could not reach the server: ${error.message}.`, "error");
   } finally {
@@ -490,16 +527,59 @@ async function analyze(blob, name = "image") {
   }
 }
 
-function show(report) {
+// what the model answered, in a few words
+function headline(report) {
+  if (report.task === "classify") {
+    const top = report.predictions[0];
+    return `${top.label} (${(100 * top.score).toFixed(1)}%)`;
+  }
+  if (report.task === "detect") {
+    const found = report.detections;
+    return found.length ? `${found.length} detection${found.length === 1 ? "" : "s"}, best ${found[0].label} ` +
+      `(${(100 * found[0].score).toFixed(1)}%)` : "no detections above the confidence threshold";
+  }
+  return "maps only (no predictions read)";
+}
+
+function scoreItem(label, score) {
+  const item = document.createElement("li");
+  item.innerHTML = `<span class="label"></span><span class="bar"><span></span></span><span class="score"></span>`;
+  $(".label", item).textContent = label;
+  $(".bar > span", item).style.width = `${(100 * score).toFixed(1)}%`;
+  $(".score", item).textContent = `${(100 * score).toFixed(1)}%`;
+  return item;
+}
+
+function showAnswer(report) {
   const list = $("#predictions");
-  list.replaceChildren(...report.predictions.map((p) => {
-    const item = document.createElement("li");
-    item.innerHTML = `<span class="label"></span><span class="bar"><span></span></span><span class="score"></span>`;
-    $(".label", item).textContent = p.label;
-    $(".bar > span", item).style.width = `${(100 * p.score).toFixed(1)}%`;
-    $(".score", item).textContent = `${(100 * p.score).toFixed(1)}%`;
+  $("#answer-title").textContent = { classify: "Predictions", detect: "Detections", maps: "No predictions" }[report.task];
+  $("#boxes-toggle").hidden = report.task !== "detect";
+  $("#note").textContent = report.note || "";
+  if (report.task === "classify") {
+    list.replaceChildren(...report.predictions.map((p) => scoreItem(p.label, p.score)));
+    return;
+  }
+  list.replaceChildren(...(report.detections || []).map((d, i) => {
+    const item = scoreItem(d.label, d.score);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "detection";
+    button.textContent = `[${d.box.map((v) => Math.round(v)).join(", ")}]`;
+    button.title = "highlight this box on every card";
+    button.addEventListener("click", () => {
+      state.highlighted = state.highlighted === i ? null : i;
+      for (const other of list.querySelectorAll(".detection")) other.classList.remove("on");
+      if (state.highlighted !== null) button.classList.add("on");
+      document.body.dataset.highlighted = state.highlighted === null ? "" : String(i);
+      redraw();
+    });
+    item.append(button);
     return item;
   }));
+}
+
+function show(report) {
+  showAnswer(report);
   const t = report.timings_ms;
   $("#timings").textContent = `Server: ${Math.round(t.total)} ms (forward ${Math.round(t.forward)} ms); ` +
     `input ${report.input.width}×${report.input.height}.`;
@@ -524,6 +604,7 @@ async function init() {
   select.value = state.colormap;
   select.addEventListener("change", () => { state.colormap = select.value; redraw(); });
   $("#opacity").addEventListener("input", (event) => { state.opacity = Number(event.target.value); redraw(); });
+  $("#show-boxes").addEventListener("change", (event) => { state.showBoxes = event.target.checked; redraw(); });
 
   const input = $("#file-input");
   input.addEventListener("change", () => { if (input.files[0]) analyze(input.files[0], input.files[0].name); });

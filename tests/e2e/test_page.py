@@ -2,6 +2,8 @@
 
 Screenshots go to ``e2e-screenshots/`` at the repository root, to be looked at.
 """
+import json
+
 import pytest
 from playwright.sync_api import expect
 
@@ -113,4 +115,41 @@ def test_docs_render_offline_with_every_operation(browser, base_url):
     with guarded_page(browser, base_url, "/docs") as page:
         assert docs_operations_rendered(page, base_url) >= 5
         page.screenshot(path=str(SHOTS / "docs.png"), full_page=True)
+        assert page.problems == [] and page.off_loopback == []
+
+
+def test_detector_boxes_drawn_where_the_object_is(browser, tmp_path):
+    """A YOLO-style factory (letterbox 640, no mean / std): the square's box on every card, clickable."""
+    from PIL import Image, ImageDraw
+
+    square = (200, 100, 260, 150)
+    image = Image.open(DATA / "chelsea.jpg").convert("RGB")
+    ImageDraw.Draw(image).rectangle((square[0], square[1], square[2] - 1, square[3] - 1), fill=(255, 255, 255))
+    upload = tmp_path / "square.png"
+    image.save(upload)
+    settings = {"ATTNLENS_MODEL": "tests.app.yolo_models:v8", "ATTNLENS_INPUT_SIZE": "640",
+                "ATTNLENS_RESIZE": "letterbox", "ATTNLENS_NORMALIZE": "none"}
+    with running_server(**settings) as (base, _), guarded_page(browser, base) as page:
+        page.wait_for_selector("body[data-ready=true]")
+        expect(page.locator("#model-line")).to_contain_text("task detect")
+        expect(page.locator("#model-line")).to_contain_text("letterbox 640")
+        page.set_input_files("#file-input", str(upload))
+        expect(page.locator("#answer-title")).to_have_text("Detections")
+        expect(page.locator("#predictions")).to_contain_text("square")
+        cards = page.locator(".card")
+        assert cards.count() == 3
+        for i in range(cards.count()):
+            card = cards.nth(i)
+            ((x, y, w, h),) = json.loads(card.get_attribute("data-boxes"))
+            scale = page.evaluate("(c) => c.querySelector('canvas.view').width", card.element_handle())
+            margin = 44 if card.get_attribute("data-type") == "ca" else 0
+            k = (scale - margin) / image.width  # canvas pixels per image pixel
+            assert abs(x - (margin + square[0] * k)) <= 2 and abs(w - (square[2] - square[0]) * k) <= 2
+            assert abs(y - (margin + square[1] * k)) <= 2 and abs(h - (square[3] - square[1]) * k) <= 2
+            edge = page.evaluate("([c, x, y]) => Array.from(c.querySelector('canvas.view').getContext('2d')"
+                                 ".getImageData(x, y, 1, 1).data)", [card.element_handle(), x, y + h // 2])
+            assert edge[1] > 150 and edge[1] - edge[0] > 60  # the box's green edge (antialiased)
+        page.locator(".detection").first.click()
+        expect(page.locator("body")).to_have_attribute("data-highlighted", "0")
+        page.screenshot(path=str(SHOTS / "page-detector.png"), full_page=True)
         assert page.problems == [] and page.off_loopback == []
