@@ -12,6 +12,14 @@ from pathlib import Path
 from . import __version__
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """The flags of ``ModelOptions`` (one declaration for the CLI, the server's variables and models files)."""
     from .models.options import ModelOptions
@@ -68,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.config import TrainConfig  # its defaults are the shipped blocks' recipe
 
     defaults = TrainConfig()
-    train.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="composites per step")
+    train.add_argument("--steps", type=_positive, default=defaults.steps, help="optimisation steps")
+    train.add_argument("--batch-size", type=_positive, default=defaults.batch_size, help="composites per step")
     train.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (cosine schedule)")
     train.add_argument("--ca-lr-factor", type=float, default=defaults.ca_lr_factor,
                        help="CA's learning rate is --lr times this")
@@ -79,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--probe", type=float, default=defaults.probe,
                        help="weight of the probe terms: each block's own output must tell the teacher's answer (0: off)")
     train.add_argument("--seed", type=int, default=0, help="fixes the data order and initialisation")
-    train.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    train.add_argument("--checkpoint-every", type=_positive, default=50, help="steps between checkpoints")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     train.add_argument("--data", type=Path, help="an ImageFolder with labels: train blocks + a new head on it instead")
     train.add_argument("--device", default=None)
@@ -87,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Pointing game and energy-in-mask of every block's heatmap on held-out "
                                                "composites, beside the centre prior, uniform, untrained blocks and Grad-CAM.")
     evaluate.add_argument("--blocks", type=Path, help="trained block weights (default: the shipped ones)")
-    evaluate.add_argument("--count", type=int, default=200, help="held-out composites")
+    evaluate.add_argument("--count", type=_positive, default=200, help="held-out composites")
     evaluate.add_argument("--seed", type=int, default=1)
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.add_argument("--device", default=None)
@@ -270,16 +278,20 @@ def train_blocks(args: argparse.Namespace) -> int:
 def evaluate_blocks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .models import load_model, load_trained_blocks, read_state_dict
+    from .models import ModelLoadError, load_model, load_trained_blocks, read_state_dict
     from .training.composites import DataNotFound
     from .training.evaluate import evaluate
 
-    trained = load_model(device=args.device, trained_blocks=args.blocks is None)
-    if args.blocks:
-        load_trained_blocks(trained.module, read_state_dict(args.blocks), str(args.blocks))
-        trained.blocks_trained = True
-    untrained = load_model(device=args.device, trained_blocks=False)
-    plain = load_model("efficientnet_lite0_plain", device=args.device)
+    try:
+        trained = load_model(device=args.device, trained_blocks=args.blocks is None)
+        if args.blocks:
+            load_trained_blocks(trained.module, read_state_dict(args.blocks), str(args.blocks))
+            trained.blocks_trained = True
+        untrained = load_model(device=args.device, trained_blocks=False)
+        plain = load_model("efficientnet_lite0_plain", device=args.device)
+    except ModelLoadError as error:
+        print(f"attnlens: {error}", file=sys.stderr)
+        return 2
     try:
         scores = evaluate(trained, untrained, plain, count=args.count, seed=args.seed, sources=_composite_sources(),
                           progress=lambda batches: tqdm(batches, desc="scoring", unit="batch", file=sys.stderr))

@@ -1,6 +1,7 @@
 """The v1 API against the live app (TestClient) on real photos: schema, values, errors."""
 import base64
 import io
+import threading
 import time
 
 import numpy as np
@@ -110,13 +111,40 @@ def test_overload_is_503_with_retry_after(client, photos):
     assert "busy" in response.json()["detail"]
 
 
-def test_not_ready_is_503(photos):
-    app = create_app(Settings(device="cpu"))
-    with TestClient(app) as client:  # loads in the background
-        app.state.service._ready.clear()
-        assert client.get("/readyz").status_code == 503
-        response = post(client, photos["cat"])
-        assert response.status_code == 503 and response.headers["Retry-After"]
+def test_not_ready_until_the_model_is_loaded(photos, monkeypatch):
+    """The load is held on an event: while it is, the server is live but not ready and refuses work with
+    503 + Retry-After; once released, it turns ready and analyses."""
+    import attnlens.server.service as service_module
+
+    entered, release = threading.Event(), threading.Event()
+    real_load_model = service_module.load_model
+
+    def held_load_model(*args, **kwargs):
+        entered.set()
+        if not release.wait(60):
+            raise RuntimeError("the test never released the model load")
+        return real_load_model(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "load_model", held_load_model)
+    with TestClient(create_app(Settings(device="cpu"))) as client:  # loads in the background
+        try:
+            assert entered.wait(30), "the model load did not start"
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json() == {"status": "loading"}
+            assert int(ready.headers["Retry-After"]) >= 1
+            assert client.get("/healthz").json() == {"status": "ok"}
+            response = post(client, photos["cat"])
+            assert response.status_code == 503 and "loading" in response.json()["detail"]
+            assert float(response.headers["Retry-After"]) >= 1
+            assert client.get("/api/v1/model").status_code == 503
+            assert not client.app.state.service.ready  # still held: nothing raced past the event
+        finally:
+            release.set()
+        deadline = time.monotonic() + 120
+        while (ready := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        assert post(client, photos["cat"]).status_code == 200
 
 
 def test_load_failure_is_reported(photos):

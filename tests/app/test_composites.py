@@ -1,4 +1,10 @@
 """The composite generator: masks, determinism, disjoint splits; on a small fake of the Debian data."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -46,9 +52,45 @@ def test_splits_are_disjoint_by_stamp_and_background(sources, cache):
     assert {n for n, _ in train.stamps}.isdisjoint({n for n, _ in heldout.stamps})
     assert {n for n, _ in train.backgrounds}.isdisjoint({n for n, _ in heldout.backgrounds})
     assert all(split_of(heldout.composite(i).stamp) == "heldout" for i in range(4))
-    assert split_of("things/thing1.png") == split_of("things/thing1.png")  # by name only
     with pytest.raises(ValueError):
         CompositeSet("test", 4, sources=sources, cache=cache)
+
+
+# sha1(name) mod 5 == 0 -> held out; worked out once with hashlib (sha1 ending ...a8fa, ...ac11, ...b939 for the
+# three held-out names), kept literal so a change of the rule shows
+KNOWN_SPLITS = {
+    "things/thing0.png": "train", "things/thing1.png": "train", "things/thing2.png": "train",
+    "things/thing3.png": "train", "things/thing4.png": "train", "things/thing5.png": "heldout",
+    "things/thing6.png": "heldout", "things/thing7.png": "train", "Wall0": "heldout", "Wall1": "train",
+    "Wall2": "train", "Wall3": "train", "animals/mammals/cat.png": "train", "Next": "train",
+}
+MANY_NAMES = [f"stamps/kind{i % 7}/object{i}.png" for i in range(4000)] + [f"Wallpaper{i}" for i in range(1000)]
+
+
+def test_split_of_known_names():
+    assert {name: split_of(name) for name in KNOWN_SPLITS} == KNOWN_SPLITS
+
+
+def test_one_name_in_five_is_held_out_by_its_sha1():
+    expected = {name: "heldout" if int(hashlib.sha1(name.encode()).hexdigest(), 16) % 5 == 0 else "train"
+                for name in MANY_NAMES}
+    assert {name: split_of(name) for name in MANY_NAMES} == expected
+    share = sum(split_of(name) == "heldout" for name in MANY_NAMES) / len(MANY_NAMES)
+    assert share == pytest.approx(0.2, abs=0.015)
+
+
+def test_split_is_the_same_in_every_process():
+    """Other processes (other hash seeds) split the same names the same way; Python's salted hash() would not."""
+    names = list(KNOWN_SPLITS) + MANY_NAMES[:300]
+    code = ("import json, sys; from attnlens.training.composites import split_of; names = json.load(sys.stdin); "
+            "print(json.dumps({'split': [split_of(n) for n in names], 'hash': [hash(n) % 5 for n in names]}))")
+    runs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONHASHSEED=seed)) for seed in ("1", "2")]
+    results = [json.loads(run.communicate(json.dumps(names), timeout=120)[0]) for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    here = [split_of(name) for name in names]
+    assert results[0]["split"] == here and results[1]["split"] == here
+    assert results[0]["hash"] != results[1]["hash"]  # the processes really hash differently
 
 
 def test_line_art_is_skipped(sources, cache, tmp_path):

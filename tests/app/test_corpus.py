@@ -1,5 +1,7 @@
 """Hostile and unusual uploads against the live app: the right answer for each, never a 5xx."""
+import os
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -98,12 +100,49 @@ def test_chunked_upload_over_the_limit_is_413():
         assert response.status_code == 413 and response.json()["detail"]
 
 
-def test_no_temporary_files_left(client, tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # multipart spools big parts here
+def temp_descriptors(folder) -> dict[str, str]:
+    """This process's open descriptors on files in ``folder`` or on deleted files: fd -> link target."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (e.g. the descriptor listdir itself used)
+            continue
+        if target.startswith(str(folder)) or target.endswith("(deleted)"):
+            found[fd] = target
+    return found
+
+
+def test_uploads_spooled_to_disk_are_closed_after_every_request(client, tmp_path, monkeypatch):
+    """Starlette spools file parts over 1 MB to an unlinked temporary file, so no name is ever left in the
+    temp folder: what would leak is an open descriptor. Every spooled file is seen being made (in
+    ``tmp_path``), and none may still be open once the requests are answered, whatever the answer. (The
+    TestClient hands the app the whole body at once, so uploads cut off mid-way are tested on the real
+    server, in test_server_process.py.)"""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # TemporaryFile() without dir= goes here
+    spooled, make_temporary_file = [], tempfile.TemporaryFile
+
+    def recording_temporary_file(*args, **kwargs):
+        file = make_temporary_file(*args, **kwargs)
+        spooled.append(os.readlink(f"/proc/self/fd/{file.fileno()}"))
+        return file
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recording_temporary_file)  # SpooledTemporaryFile.rollover's
     big = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)), "PNG")
-    assert len(big) > 1_500_000
-    response = client.post("/api/v1/analyze", files={"file": ("big.png", big, "image/png")})
-    assert response.status_code == 200
+    noise = b"noise" + np.random.default_rng(1).integers(0, 256, 1_500_000, dtype=np.uint8).tobytes()
+    uploads = [(big, 200), (noise, 415), (big[:1_500_000], 400)]  # analysed, refused type, undecodable
+    assert all(len(data) > 1_400_000 for data, _ in uploads)
+    before = temp_descriptors(tmp_path)
+    for _ in range(2):
+        for data, status in uploads:
+            response = client.post("/api/v1/analyze", files={"file": ("big.png", data, "image/png")})
+            assert response.status_code == status, response.text
+    assert len(spooled) == 6 and all(target.startswith(str(tmp_path)) for target in spooled), spooled
+    deadline = time.monotonic() + 5  # the files are closed as the responses finish: allow a moment
+    while (left := {fd: t for fd, t in temp_descriptors(tmp_path).items() if before.get(fd) != t}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"temporary files still open after the requests: {left}"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,18 +1,31 @@
 """The real ``attnlens serve`` process on a free port, over HTTP."""
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.app.conftest import CAT_CLASSES, DATA
+from tests.helpers import encode
 from tests.serving import running_server
+
+MAX_UPLOAD = 3_000_000
 
 
 @pytest.fixture(scope="module")
-def server():
-    with running_server(ATTNLENS_QUEUE_SIZE="2") as (base, process):
+def server_tmp(tmp_path_factory):
+    """The server's TMPDIR: where Starlette spools uploads over 1 MB."""
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def server(server_tmp):
+    with running_server(ATTNLENS_QUEUE_SIZE="2", ATTNLENS_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                        TMPDIR=str(server_tmp)) as (base, process):
         yield base, process
 
 
@@ -49,6 +62,80 @@ def test_overload_answers_503_fast_and_health_stays_fast(server):
     assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
     assert all(retry and int(retry) >= 1 and elapsed < 2 for status, retry, elapsed in results if status == 503)
     assert health_s < 0.5  # liveness is not stuck behind inference
+
+
+def open_files(pid: int, folder) -> dict[str, str]:
+    """Descriptors of process ``pid`` on files in ``folder`` or on deleted files: fd -> link target."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)) or target.endswith("(deleted)"):
+            found[fd] = target
+    return found
+
+
+def eventually(condition, seconds: float = 10.0):
+    """Poll ``condition`` until it is truthy (returned) or ``seconds`` pass (its last value returned)."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+class GaveUp(Exception):
+    """The client stops sending mid-upload."""
+
+
+def test_spooled_uploads_never_outlive_their_request(server, server_tmp):
+    """An upload over 1 MB is spooled to an unlinked file in TMPDIR (seen open in /proc/<pid>/fd while the
+    body streams in); once the request ends (answered, refused over the size limit, or abandoned by the
+    client mid-way) no descriptor on such a file may remain, and nothing is left in TMPDIR."""
+    base, process = server
+    pid = process.pid
+    boundary = "spoolboundary"
+    big = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)), "PNG")
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    before = open_files(pid, server_tmp)
+    spooled = []
+
+    def spooling() -> list[str]:
+        return [target for fd, target in open_files(pid, server_tmp).items()
+                if target.startswith(str(server_tmp)) and before.get(fd) != target]
+
+    def leaked() -> dict[str, str]:
+        return {fd: target for fd, target in open_files(pid, server_tmp).items() if before.get(fd) != target}
+
+    def body(data: bytes, give_up: bool = False):
+        yield head + data[:1_500_000]
+        spooled.append(eventually(spooling))  # the server holds the part on disk now
+        if give_up:
+            raise GaveUp
+        for start in range(1_500_000, len(data), 65536):
+            yield data[start:start + 65536]
+        yield tail
+
+    def post(data: bytes, give_up: bool = False) -> httpx.Response:
+        return httpx.post(f"{base}/api/v1/analyze", content=body(data, give_up), timeout=60,
+                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+
+    assert len(big) < MAX_UPLOAD - 1000 < 2 * len(big)
+    assert post(big).status_code == 200
+    assert eventually(lambda: not leaked()), leaked()
+    with pytest.raises((GaveUp, httpx.TransportError)):
+        post(big, give_up=True)
+    assert eventually(lambda: not leaked()), leaked()
+    try:  # streamed past the limit: refused mid-upload (the server may answer, or cut the connection)
+        assert post(big + big).status_code == 413
+    except httpx.TransportError:
+        pass
+    assert eventually(lambda: not leaked()), leaked()
+    assert len(spooled) == 3 and all(spooled), spooled  # each upload was on disk mid-way
+    assert list(server_tmp.iterdir()) == []
 
 
 def test_sigterm_finishes_in_flight_requests_then_stops(server):
