@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class InputRecipe:
             raise ValueError(f"input size must be positive, got {self.size}")
         parse_normalize(self.normalize)
 
-    @property
+    @cached_property
     def normalizer(self) -> Callable[[Tensor], Tensor]:
         return parse_normalize(self.normalize)
 

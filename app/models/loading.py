@@ -170,13 +170,13 @@ def _load_plain_or_augmented(plain: nn.Module, augment: Callable[[nn.Module], nn
     return model
 
 
-LITE0_RECIPE = ModelSpec(nn.Identity(), input_size=EfficientNetLite0.input_size, resize="short-side",
-                         normalize="lite")
-IMAGENET_RECIPE = ModelSpec(nn.Identity(), input_size=224, resize="short-side", normalize="imagenet")
+LITE0_RECIPE = InputRecipe(EfficientNetLite0.input_size, "short-side", "lite")
+IMAGENET_RECIPE = InputRecipe(224, "short-side", "imagenet")  # torchvision classifiers, and users' factories
+CHECKPOINT_RECIPE = InputRecipe(640, "letterbox", "none")  # YOLO's
 
 
-def _with_recipe(module: nn.Module, recipe: ModelSpec) -> ModelSpec:
-    return ModelSpec(module, recipe.input_size, recipe.resize, recipe.normalize)
+def _with_recipe(module: nn.Module, recipe: InputRecipe) -> ModelSpec:
+    return ModelSpec(module, recipe.size, recipe.resize, recipe.normalize)
 
 
 def _efficientnet_lite0(weights: str | None) -> ModelSpec:
@@ -219,8 +219,6 @@ BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0, "efficientnet_lite0
                   "resnet18": _resnet("resnet18"), "resnet50": _resnet("resnet50")}
 
 
-FACTORY_RECIPE = ModelSpec(nn.Identity(), input_size=224, resize="short-side", normalize="imagenet")
-CHECKPOINT_RECIPE = ModelSpec(nn.Identity(), input_size=640, resize="letterbox", normalize="none")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -249,11 +247,11 @@ def _user_factory(spec: str, weights: str | None) -> ModelSpec:
                              f"attnlens.ModelSpec")
     if weights:
         load_weights(built.module, read_state_dict(weights), weights)
+    default = IMAGENET_RECIPE
     if _takes_image_list(built.module):  # torchvision detectors normalise and resize inside
-        size = int(built.module.transform.min_size[0])
-        built = ModelSpec(built.module, built.input_size or size, built.resize, built.normalize or "none",
-                          built.labels, built.task)
-    return built
+        default = InputRecipe(int(built.module.transform.min_size[0]), "short-side", "none")
+    return ModelSpec(built.module, built.input_size or default.size, built.resize or default.resize,
+                     built.normalize or default.normalize, built.labels, built.task)
 
 
 def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
@@ -290,7 +288,7 @@ def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
     module = module.float()
     if weights:
         load_weights(module, read_state_dict(weights), weights)
-    return ModelSpec(module, CHECKPOINT_RECIPE.input_size, CHECKPOINT_RECIPE.resize, CHECKPOINT_RECIPE.normalize)
+    return _with_recipe(module, CHECKPOINT_RECIPE)
 
 
 def _takes_image_list(module: nn.Module) -> bool:
@@ -394,11 +392,6 @@ def _build(options: ModelOptions) -> ModelSpec:
     return _user_factory(name, options.weights)  # says what forms --model takes
 
 
-def _defaults(name: str) -> ModelSpec:
-    return FACTORY_RECIPE if name not in BUILTIN_MODELS and not is_checkpoint_path(name) else \
-        CHECKPOINT_RECIPE if name not in BUILTIN_MODELS else ModelSpec(nn.Identity())
-
-
 def load_model(model: ModelOptions | str | None = None, weights: str | None = None, device: str | None = None,
                trained_blocks: bool = True, **options: Any) -> LoadedModel:
     """Build, load and describe a model. ``model``: ``ModelOptions``, or the ``--model`` value with the other
@@ -411,12 +404,10 @@ def load_model(model: ModelOptions | str | None = None, weights: str | None = No
             raise ModelLoadError(str(error)) from error
     name = model.model or DEFAULT_MODEL
     target = resolve_device(model.device)
-    built = _build(model)
-    defaults = _defaults(name)
+    built = _build(model)  # every form fills in its own input recipe
     try:
-        recipe = InputRecipe(size=model.input_size or built.input_size or defaults.input_size or 224,
-                             resize=model.resize or built.resize or defaults.resize or "short-side",
-                             normalize=model.normalize or built.normalize or defaults.normalize or "imagenet")
+        recipe = InputRecipe(size=model.input_size or built.input_size, resize=model.resize or built.resize,
+                             normalize=model.normalize or built.normalize)
     except ValueError as error:
         raise ModelLoadError(str(error)) from error
     shipped = shipped_blocks_path() if name == DEFAULT_MODEL and model.weights is None and trained_blocks else None
