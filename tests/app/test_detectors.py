@@ -181,3 +181,25 @@ def test_server_serves_a_detector_checkpoint(tmp_path, photo_with_square):
         response = client.post("/api/v1/analyze", files={"file": ("square.png", buffer.getvalue(), "image/png")})
         assert response.status_code == 200
         assert_square_found(response.json())
+
+
+@pytest.mark.parametrize("name, text", [
+    ("labels.txt", "square\nother\n"),
+    ("data.yaml", "path: ../datasets\nnames: ['square', 'other']\n"),
+    ("data.yml", "nc: 2\nnames:\n  0: square\n  1: other\n"),
+    ("list.yaml", "names:\n  - square\n  - other\n"),
+])
+def test_labels_from_lines_or_yolo_yaml(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    model = load_model("tests.app.yolo_models:features", device="cpu", labels=str(path))
+    assert model.labels == ["square", "other"]
+
+
+def test_bad_labels_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "data.yaml"
+    path.write_text("names: 3\n")
+    with pytest.raises(ModelLoadError, match="'names' must be a list or a dict"):
+        load_model("tests.app.yolo_models:features", device="cpu", labels=str(path))
+    with pytest.raises(ModelLoadError, match="cannot read labels"):
+        load_model("tests.app.yolo_models:features", device="cpu", labels=str(tmp_path / "missing.txt"))
