@@ -74,7 +74,6 @@ class LoadedModel:
     blocks: list[BlockInfo] = field(default_factory=list)
     blocks_trained: bool = False
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
-    options: ModelOptions = field(default_factory=ModelOptions)
 
     @property
     def input_size(self) -> int:
@@ -385,11 +384,9 @@ def _build(options: ModelOptions) -> ModelSpec:
     name = options.model or DEFAULT_MODEL
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name](options.weights)
-    if ":" in name and not is_checkpoint_path(name):
-        return _user_factory(name, options.weights)
     if is_checkpoint_path(name):
         return _checkpoint(name, options.weights, options.trust_checkpoint)
-    return _user_factory(name, options.weights)  # says what forms --model takes
+    return _user_factory(name, options.weights)  # also says what forms --model takes
 
 
 def load_model(model: ModelOptions | str | None = None, weights: str | None = None, device: str | None = None,
@@ -417,8 +414,7 @@ def load_model(model: ModelOptions | str | None = None, weights: str | None = No
         read_labels(built.labels) if isinstance(built.labels, str) else built.labels or _names(built.module)
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
-                         blocks_trained=shipped is not None, takes_image_list=_takes_image_list(built.module),
-                         options=model)
+                         blocks_trained=shipped is not None, takes_image_list=_takes_image_list(built.module))
     loaded.blocks, output = _probe(loaded)
     classes = len(labels) if labels else getattr(built.module, "nc", None)
     try:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-from tests.reference.official_blocks import SeedCB2d
+from tests.reference.official_blocks import SeedCB2d, h_sigmoid
 
 
 class YoloDCNv2(nn.Module):
@@ -51,15 +51,6 @@ class OffsetConv2dDCN(nn.Module):
 
     def forward(self, x):
         return deform_conv2d(x, self.conv_offset2d(x), self.weight, padding=self.padding)
-
-
-class h_sigmoid(nn.Module):
-    def __init__(self, inplace=True):
-        super().__init__()
-        self.relu = nn.ReLU6(inplace=inplace)
-
-    def forward(self, x):
-        return self.relu(x + 3) / 6
 
 
 class ForkCoordAtt(nn.Module):
