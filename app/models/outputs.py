@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-__all__ = ["TASKS", "BoxReader", "ClassReader", "Detections", "MapsOnly", "OutputError", "OutputReader",
+__all__ = ["TASKS", "BoxReader", "ClassReader", "Detections", "MapsOnly", "OutputError", "OutputReader", "TargetError",
            "infer_reader"]
 
 TASKS = ("auto", "classify", "detect", "maps")
@@ -43,11 +43,15 @@ class OutputError(ValueError):
 @dataclass(frozen=True)
 class Detections:
     """One image's boxes, best first: ``boxes`` ``(K, 4)`` xyxy in input pixels, ``scores`` ``(K,)``,
-    ``classes`` ``(K,)`` (int)."""
+    ``classes`` ``(K,)`` (int), ``rows`` ``(K,)``: where each came from in the raw output (anchor / row index)."""
 
     boxes: Tensor
     scores: Tensor
     classes: Tensor
+    rows: Tensor
+
+    def detach(self) -> Detections:
+        return Detections(self.boxes.detach(), self.scores.detach(), self.classes, self.rows)
 
 
 class OutputReader(ABC):
@@ -62,6 +66,15 @@ class OutputReader(ABC):
     def read(self, output: Any) -> Any:
         """``classify``: probabilities ``(N, K)``; ``detect``: a ``Detections`` per image; ``maps``: None."""
 
+    def score(self, output: Any, predictions: Any, i: int, target: int) -> Tensor:
+        """The differentiable score of ``target`` in image ``i`` that Grad-CAM explains (``predictions``: what
+        ``read`` gave); ``TargetError`` if there is none."""
+        raise TargetError(f"task {self.task}: the output is not read, so there is no score for Grad-CAM to explain")
+
+
+class TargetError(ValueError):
+    """A Grad-CAM target the model's output does not have."""
+
 
 @dataclass(frozen=True)
 class ClassReader(OutputReader):
@@ -72,6 +85,12 @@ class ClassReader(OutputReader):
 
     def read(self, output: Any) -> Tensor:
         return _primary(output).float().softmax(dim=-1)
+
+    def score(self, output: Any, predictions: Tensor, i: int, target: int) -> Tensor:
+        """The logit of class ``target``."""
+        if not 0 <= target < self.num_classes:
+            raise TargetError(f"target must be a class index from 0 to {self.num_classes - 1}, got {target}")
+        return _primary(output)[i, target]
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,23 @@ class BoxReader(OutputReader):
         else:
             order = scores.argsort(descending=True)
         order = order[: self.max_det]
-        return Detections(boxes[order], scores[order], classes[order])
+        return Detections(boxes[order], scores[order], classes[order], keep.nonzero()[:, 0][order])
+
+    def score(self, output: Any, predictions: list[Detections], i: int, target: int) -> Tensor:
+        """The confidence of the detection ranked ``target`` in image ``i``, recomputed from the raw output."""
+        found = predictions[i]
+        if not 0 <= target < len(found.rows):
+            raise TargetError(f"target must be a detection's rank from 0 to {len(found.rows) - 1}, got {target}"
+                              if len(found.rows) else "there is no detection above the confidence threshold to explain")
+        row, cls = int(found.rows[target]), int(found.classes[target])
+        if self.kind == "torchvision":
+            return output[i]["scores"][row]
+        y = _primary(output)
+        if self.kind == "ultralytics":
+            return y[i, 4 + cls, row]
+        if self.kind == "yolov5":
+            return y[i, row, 4] * y[i, row, 5 + cls]
+        return y[i, row, 4]  # end-to-end
 
 
 def _xywh_to_xyxy(boxes: Tensor) -> Tensor:

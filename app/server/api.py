@@ -6,20 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from attnlens.analysis.engine import MAX_SIZE, MIN_SIZE, AnalyzeOptions
+from attnlens.analysis.options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
 
-from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription
-from .service import Service
+from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription, ModelList
+from .service import Served, Service
 
 __all__ = ["api", "health"]
 
-INCLUDE_CHOICES = ("values", "maps")
+INCLUDE_CHOICES = ("values", "maps", "gradcam")
+FORMATS = ("json", "npz")
+NPZ_MEDIA_TYPE = "application/x-npz"
 ERRORS = {status: {"model": ErrorResponse, "description": description} for status, description in (
-    (400, "not an image, undecodable, or a bad option"), (413, "too many bytes or pixels"),
-    (415, "not an image type we read"), (503, "overloaded or still loading; see Retry-After"))}
+    (400, "not an image, undecodable, or a bad option"), (404, "no model by that name"),
+    (413, "too many bytes or pixels"), (415, "not an image type we read"),
+    (503, "overloaded or still loading; see Retry-After"))}
 
 api = APIRouter(prefix="/api/v1", tags=["v1"])
 health = APIRouter(tags=["health"])
@@ -37,16 +40,30 @@ def ready_service(service: Annotated[Service, Depends(get_service)]) -> Service:
 ReadyService = Annotated[Service, Depends(ready_service)]
 
 
-@api.get("/model", response_model=ModelDescription, responses={503: ERRORS[503]})
-def describe_model(service: ReadyService) -> ModelDescription:
-    """The loaded model and its blocks, in execution order."""
-    model = service.model
+ModelName = Annotated[str | None, Query(description="the model's name (GET /api/v1/models); default: the first")]
+
+
+def describe(served: Served) -> ModelDescription:
+    model = served.model
     recipe = model.recipe
-    return ModelDescription(backbone=model.name, device=str(model.device), task=model.task, output=model.reader.layout,
-                            note=model.reader.note or None, input_size=model.input_size,
+    return ModelDescription(name=served.name, backbone=model.name, device=str(model.device), task=model.task,
+                            output=model.reader.layout, note=model.reader.note or None, input_size=model.input_size,
                             input={"size": recipe.size, "resize": recipe.resize, "normalize": recipe.normalize},
                             num_classes=model.num_classes, blocks_trained=model.blocks_trained,
+                            gradcam_layer=model.gradcam_layer, memory_mb=served.memory_mb,
                             blocks=[vars(block) for block in model.blocks])
+
+
+@api.get("/model", response_model=ModelDescription, responses={404: ERRORS[404], 503: ERRORS[503]})
+def describe_model(service: ReadyService, model: ModelName = None) -> ModelDescription:
+    """One model the server offers (the default unless named) and its blocks, in execution order."""
+    return describe(service.get(model))
+
+
+@api.get("/models", response_model=ModelList, responses={503: ERRORS[503]})
+def list_models(service: ReadyService) -> ModelList:
+    """Every model the server offers, the default first."""
+    return ModelList(default=service.default, models=[describe(served) for served in service.served.values()])
 
 
 @api.get("/colormaps", response_model=Colormaps)
@@ -55,36 +72,54 @@ def colormaps() -> Colormaps:
     return Colormaps(colormaps={name: colormap_lut(name).tolist() for name in COLORMAP_CHOICES})
 
 
-@api.post("/analyze", response_model=AnalysisResult, response_model_exclude_none=True, responses=ERRORS)
+@api.post("/analyze", response_model=AnalysisResult, response_model_exclude_none=True,
+          responses=ERRORS | {200: {"content": {NPZ_MEDIA_TYPE: {}}, "description": "the report as JSON, or with "
+                                    "format=npz every map as a numpy array and the JSON report as `report`"}})
 async def analyze(
     service: ReadyService,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, TIFF or BMP)")],
+    model: ModelName = None,
     include: Annotated[list[str], Query(description="extra content: values (raw heatmap values), maps (full "
-                                                    "maps); repeat or comma-separate")] = [],  # noqa: B006
+                                                    "maps), gradcam (a Grad-CAM reference map: costs a backward "
+                                                    "pass); repeat or comma-separate")] = [],  # noqa: B006
+    target: Annotated[int | None, Query(ge=0, description="Grad-CAM target: a class index (classifiers) or a "
+                                                          "rank in detections (detectors); default the top one")] = None,
     colormap: Annotated[str, Query(description="matplotlib colormap of the heatmap PNGs")] = DEFAULT_COLORMAP,
     size: Annotated[int | None, Query(ge=MIN_SIZE, le=MAX_SIZE,
                                       description="short side the image is resized to (default: model input)")] = None,
-) -> dict:
-    """Predictions and every block's heatmap and maps for one uploaded image."""
+    format: Annotated[str, Query(description="json, or npz: application/x-npz with one array per map named "
+                                             "<block id>/<map name> and the JSON report as `report`")] = "json",
+):
+    """Predictions or detections, and every block's heatmap and maps, for one uploaded image."""
     started = time.perf_counter()
+    served = service.get(model)
     extras = {item.strip() for value in include for item in value.split(",") if item.strip()}
     if unknown := extras - set(INCLUDE_CHOICES):
         raise HTTPException(400, f"include must be among {', '.join(INCLUDE_CHOICES)}; got {', '.join(sorted(unknown))}")
+    if format not in FORMATS:
+        raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     options = AnalyzeOptions(size=size, colormap=colormap, include_values="values" in extras,
-                             include_maps="maps" in extras)
+                             include_maps="maps" in extras, gradcam="gradcam" in extras, target=target)
     try:
         options.validate()
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
+    if target is not None and not options.gradcam:
+        raise HTTPException(400, "target chooses what Grad-CAM explains: give it with include=gradcam")
     with service.admission.slot(service.retry_after_s()):
         data = await file.read()
         decode_start = time.perf_counter()
-        geometry, tensor = await run_in_threadpool(service.prepare, data, options)
+        tensor, geometry = await run_in_threadpool(service.prepare, served, data, options)
         decode_ms = 1000 * (time.perf_counter() - decode_start)
-        report = await service.batcher.submit(tuple(tensor.shape), (tensor, geometry, options, time.perf_counter()),
-                                              service.settings.request_timeout_s)
-    report["timings_ms"] = {"decode": round(decode_ms, 2), **report["timings_ms"],
-                            "total": round(1000 * (time.perf_counter() - started), 2)}
+        key = (tuple(tensor.shape), object() if options.gradcam else None)  # Grad-CAM jobs run alone
+        analysis = await served.batcher.submit(key, (tensor, options, geometry, time.perf_counter()),
+                                               service.settings.request_timeout_s)
+    analysis.timings_ms = {"decode": decode_ms, **analysis.timings_ms}
+    if format == "npz":
+        return Response(await run_in_threadpool(analysis.npz, options), media_type=NPZ_MEDIA_TYPE,
+                        headers={"Content-Disposition": 'attachment; filename="attnlens.npz"'})
+    report = await run_in_threadpool(analysis.report, options)
+    report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - started), 2)
     return report
 
 

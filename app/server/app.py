@@ -3,7 +3,7 @@
 ``create_app(settings)`` builds the app: the model loads in the lifespan handler (on a background
 thread, so ``/healthz`` answers at once and ``/readyz`` turns 200 when the model is warmed up); routes
 come from ``app.api`` and ``app.pages``; every error is JSON ``{"detail": ...}`` with the status SPEC
-section 4 names: 400 bad input, 413 too large, 415 not an image type, 503 overloaded (+ Retry-After).
+section 4 names: 400 bad input, 404 unknown model, 413 too large, 415 not an image type, 503 overloaded (+ Retry-After).
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from fastapi.staticfiles import StaticFiles
 
 from attnlens import __version__
 from attnlens.analysis.imaging import ImageError, ImageTooLarge, UndecodableImage, UnsupportedImage
+from attnlens.models.outputs import TargetError
 
 from .api import api, health
 from .inference import Overloaded
 from .middleware import PlainTextErrorsAsJson, SecurityHeaders
 from .pages import STATIC_DIR, pages
-from .service import Service
+from .service import Service, UnknownModel
 from .settings import Settings
 
 __all__ = ["create_app", "serve"]
@@ -73,6 +74,14 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, error: ImageError) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=IMAGE_ERROR_STATUS[type(error)])
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(TargetError)
+    async def bad_target(request: Request, error: TargetError) -> JSONResponse:
+        return JSONResponse({"detail": f"Grad-CAM: {error}"}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:

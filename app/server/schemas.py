@@ -24,6 +24,7 @@ class InputRecipeDescription(BaseModel):
 
 
 class ModelDescription(BaseModel):
+    name: str = Field(description="the name requests choose it by (?model=NAME)")
     backbone: str = Field(description="the loaded model: a built-in name, package.module:factory or a checkpoint file")
     device: str = Field(description="where inference runs, e.g. cpu or cuda:0")
     task: Literal["classify", "detect", "maps"] = Field(description="how the output is read: class logits, boxes, "
@@ -35,7 +36,14 @@ class ModelDescription(BaseModel):
     num_classes: int
     blocks_trained: bool = Field(description="whether the blocks carry trained weights (false: initialisation, "
                                              "so their maps show untrained blocks)")
+    gradcam_layer: str | None = Field(description="the layer Grad-CAM references are computed at (include=gradcam)")
+    memory_mb: float = Field(description="memory of the model's parameters and buffers on its device, MiB")
     blocks: list[BlockDescription] = Field(description="blocks in execution order")
+
+
+class ModelList(BaseModel):
+    default: str = Field(description="the model analyses use when none is named")
+    models: list[ModelDescription] = Field(description="every model the server offers, the default first")
 
 
 class ImageSize(BaseModel):
@@ -84,7 +92,21 @@ class BlockResult(BaseModel):
                                  "phase_energy_mean [, phase_energy (4, H, W), phase_detail (H, W)])")
 
 
+class ReferenceTarget(BaseModel):
+    index: int = Field(description="class index explained")
+    label: str
+    rank: int | None = Field(None, description="detectors: the rank of the explained detection in detections")
+
+
+class Reference(BaseModel):
+    method: Literal["gradcam"]
+    layer: str = Field(description="the layer whose activations and gradients make the map")
+    target: ReferenceTarget
+    heatmap: Heatmap = Field(description="the Grad-CAM map over the model input, like a block's heatmap")
+
+
 class AnalysisResult(BaseModel):
+    model: str = Field(description="the name of the model that answered")
     image: ImageSize
     input: InputSize = Field(description="the resized image the model saw; map cells cover input pixels")
     task: Literal["classify", "detect", "maps"]
@@ -93,7 +115,9 @@ class AnalysisResult(BaseModel):
                                                "after class-wise NMS, best first")
     note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
-    timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward, maps, total")
+    reference: Reference | None = Field(None, description="with include=gradcam: the Grad-CAM reference map")
+    timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with Grad-CAM's "
+                                         "backward pass when asked), maps (rendering), total")
 
 
 class ErrorResponse(BaseModel):

@@ -1,37 +1,63 @@
-"""What the server holds: the settings, the loaded model, the batcher, and whether it is ready.
+"""What the server holds: the settings, the models it offers (each with its engine and batcher), readiness.
 
-The model loads on a background thread at start-up, so the server is live (``/healthz``) at once and
-ready (``/readyz``) once the model is loaded and has run one warm-up image.
+The models load on a background thread at start-up, so the server is live (``/healthz``) at once and
+ready (``/readyz``) once every model is loaded and has run one warm-up image. Each model has its own
+inference thread (``MicroBatcher``); requests name a model or get the default (the first).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 from torch import Tensor
 
-from attnlens.analysis.engine import AnalyzeOptions, Engine
+from attnlens.analysis.engine import Engine
 from attnlens.analysis.imaging import decode_image
-from attnlens.models import InputGeometry, LoadedModel, load_model
+from attnlens.analysis.options import AnalyzeOptions
+from attnlens.analysis.result import Analysis
+from attnlens.models import InputGeometry, LoadedModel, ModelOptions, load_model
+from attnlens.models.catalog import models_to_serve
 
 from .inference import Admission, MicroBatcher, Overloaded
 from .settings import Settings
 
-__all__ = ["Service"]
+__all__ = ["Served", "Service", "UnknownModel"]
 
 log = logging.getLogger("attnlens")
+
+
+class UnknownModel(LookupError):
+    """A request named a model the server does not offer (404)."""
+
+
+@dataclass
+class Served:
+    """One model the server offers: its options, and once loaded, the model, its engine and its batcher."""
+
+    name: str
+    options: ModelOptions
+    model: LoadedModel | None = None
+    engine: Engine | None = None
+    batcher: MicroBatcher | None = None
+
+    @property
+    def memory_mb(self) -> float:
+        """Parameters and buffers, in MiB, on the model's device."""
+        tensors = [*self.model.module.parameters(), *self.model.module.buffers()]
+        return round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 2)
 
 
 class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.admission = Admission(settings.queue_size)
-        self.model: LoadedModel | None = None
-        self.engine: Engine | None = None
-        self.batcher: MicroBatcher | None = None
+        self.served = {name: Served(name, options) for name, options in
+                       models_to_serve(settings.model_options(), settings.models)}
+        self.default = next(iter(self.served))
         self.load_error: str | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -49,62 +75,73 @@ class Service:
             self._load()
 
     def stop(self) -> None:
-        """Let a load in progress finish (without starting work), then stop the inference thread."""
+        """Let a load in progress finish (without starting work), then stop the inference threads."""
         self._stopping.set()
         if self._loader is not None:
             self._loader.join()
-        if self.batcher is not None:
-            self.batcher.stop()
+        for served in self.served.values():
+            if served.batcher is not None:
+                served.batcher.stop()
 
     def _load(self) -> None:
-        started = time.perf_counter()
-        try:
-            model = load_model(self.settings.model_options())
-            engine = Engine(model, self.settings.precision)
-            engine.analyze(Image.new("RGB", (model.input_size, model.input_size), (127, 127, 127)))  # warm-up
-        except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
-            self.load_error = f"the model could not be loaded: {error}"
-            log.error(self.load_error)
-            return
-        if self._stopping.is_set():
-            return
-        max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 1)
-        self.model, self.engine = model, engine
-        self.batcher = MicroBatcher(self._run_batch, max_batch, self.settings.batch_window_ms / 1000)
-        self.batcher.start()
+        for served in self.served.values():
+            started = time.perf_counter()
+            try:
+                model = load_model(served.options)
+                engine = Engine(model, served.options.precision)
+                engine.analyze(Image.new("RGB", (model.input_size, model.input_size), (127, 127, 127)))  # warm-up
+            except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
+                self.load_error = f"the model {served.name} could not be loaded: {error}"
+                log.error(self.load_error)
+                return
+            if self._stopping.is_set():
+                return
+            max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 1)
+            served.model, served.engine = model, engine
+            served.batcher = MicroBatcher(lambda jobs, engine=engine: self._run_batch(engine, jobs), max_batch,
+                                          self.settings.batch_window_ms / 1000)
+            served.batcher.start()
+            log.info("model %s (%s) ready on %s (%s, %.1f MiB) in %.1f s (max batch %d)", served.name, model.name,
+                     model.device, engine.precision, served.memory_mb, time.perf_counter() - started, max_batch)
         self._ready.set()
-        log.info("model %s ready on %s (%s) in %.1f s (max batch %d)", model.name, model.device, engine.precision,
-                 time.perf_counter() - started, max_batch)
 
     def require_ready(self) -> None:
         if self.load_error:
             raise Overloaded(self.load_error, retry_after_s=60)
         if not self.ready:
-            raise Overloaded("the model is still loading", retry_after_s=5)
+            raise Overloaded("the models are still loading", retry_after_s=5)
+
+    def get(self, name: str | None) -> Served:
+        """The model named ``name`` (None: the default); ``UnknownModel`` if the server offers none by that name."""
+        if name is None:
+            return self.served[self.default]
+        if name not in self.served:
+            raise UnknownModel(f"no model named {name!r}; this server offers {', '.join(map(repr, self.served))}")
+        return self.served[name]
 
     def retry_after_s(self) -> float:
         """How long a refused client should wait: the work ahead of it, at the recent batch speed."""
-        if self.batcher is None:
+        batchers = [served.batcher for served in self.served.values() if served.batcher is not None]
+        if not batchers:
             return 5.0
-        return self.batcher.batch_seconds * self.admission.in_flight / self.batcher.max_batch
+        return max(b.batch_seconds for b in batchers) * self.admission.in_flight / min(b.max_batch for b in batchers)
 
-    def prepare(self, data: bytes, options: AnalyzeOptions) -> tuple[InputGeometry, Tensor]:
-        """Bytes -> (where the image lies in the input, input tensor); runs on a worker thread of the request."""
-        image = decode_image(data, self.settings.max_pixels)
-        tensor, geometry = self.engine.prepare(image, options.size)
-        return geometry, tensor
+    def prepare(self, served: Served, data: bytes, options: AnalyzeOptions) -> tuple[Tensor, InputGeometry]:
+        """Bytes -> (input tensor, where the image lies in it); runs on a worker thread of the request."""
+        return served.engine.prepare(decode_image(data, self.settings.max_pixels), options.size)
 
-    def _run_batch(self, jobs: list[tuple[Tensor, InputGeometry, AnalyzeOptions, float]]) -> list[dict]:
-        """Worker thread: one forward pass for the batch, then one report per image."""
+    @staticmethod
+    def _run_batch(engine: Engine, jobs: list[tuple[Tensor, AnalyzeOptions, InputGeometry, float]]) -> list[Analysis]:
+        """Inference thread: one forward pass for the batch (with Grad-CAM when asked: such jobs come alone),
+        split into one ``Analysis`` per image; the requests render them on their own threads."""
         started = time.perf_counter()
+        gradcam = [options.target for _, options, _, _ in jobs] if jobs[0][1].gradcam else None
         try:
-            result = self.engine.run(torch.cat([tensor for tensor, *_ in jobs]))
+            result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), gradcam)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise Overloaded("the GPU ran out of memory; try again or send a smaller image", 5) from None
-        reports = []
-        for i, (_, geometry, options, enqueued) in enumerate(jobs):
-            report = self.engine.report(result, i, geometry, options)
-            report["timings_ms"]["queue"] = round(1000 * (started - enqueued), 2)
-            reports.append(report)
-        return reports
+        analyses = engine.analyses(result, [geometry for _, _, geometry, _ in jobs])
+        for analysis, (*_, enqueued) in zip(analyses, jobs):
+            analysis.timings_ms["queue"] = 1000 * (started - enqueued)
+        return analyses

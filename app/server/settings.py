@@ -5,6 +5,8 @@ The model options (``ATTNLENS_MODEL``, ``ATTNLENS_TASK``, ``ATTNLENS_INPUT_SIZE`
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,9 @@ class Settings(BaseSettings, ModelOptions):
 
     model_config = SettingsConfigDict(env_prefix="ATTNLENS_", extra="ignore")
 
+    models: Path | None = Field(None, description="a models file (TOML, [[models]] tables with a name and the model "
+                                "options) to serve several models; default: the default model and the same with "
+                                "untrained blocks (or the one --model)")
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")

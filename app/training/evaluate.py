@@ -23,6 +23,7 @@ from torch import Tensor
 
 from attnlens import blocks
 from attnlens.models import LoadedModel
+from attnlens.models.gradcam import LayerActivation, grad_cam_map
 
 from .composites import SIZE, CompositeSet
 
@@ -66,20 +67,11 @@ def stretch(heatmap: Tensor, stride: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def grad_cam(model: LoadedModel, batch: Tensor) -> Tensor:
-    """Grad-CAM of the top-1 class on the output of the last stage (``_blocks[-1]``): ``(N, h, w)``."""
-    module = model.module
-    activations = {}
-    handle = module._blocks[-1].register_forward_hook(lambda m, args, out: activations.setdefault("a", out))
-    try:
-        with torch.enable_grad():
-            logits = module(model.normalize(batch.to(model.device)))
-            top = logits.argmax(dim=1)
-            score = logits.gather(1, top[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, activations["a"])
-    finally:
-        handle.remove()
-    weights = gradients.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
-    return F.relu((weights * activations["a"]).sum(dim=1)).detach()
+    """Grad-CAM of the top-1 class at the model's Grad-CAM layer (Lite0: its last stage): ``(N, h, w)``."""
+    with LayerActivation(model.module, model.gradcam_layer).kept() as layer, torch.enable_grad():
+        logits = model.forward(batch)
+        score = logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
+        return grad_cam_map(layer.output, score)
 
 
 def centre_prior(size: int = SIZE) -> np.ndarray:

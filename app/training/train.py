@@ -115,7 +115,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
-    student: LoadedModel = load_model(device=config.device, trained_blocks=False)
+    student: LoadedModel = load_model("efficientnet_lite0_untrained", device=config.device)
     module = student.module
     extra: tuple[str, ...] = ()
     if config.data is not None:

@@ -184,15 +184,15 @@ def test_cors_when_configured():
 
 
 def test_out_of_memory_is_503_and_the_server_recovers(client, photos, monkeypatch):
-    engine = client.app.state.service.engine
+    engine = client.app.state.service.get(None).engine
     real_run = engine.run
     calls = []
 
-    def run_once_out_of_memory(batch):
+    def run_once_out_of_memory(batch, gradcam=None):
         calls.append(1)
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_run(batch)
+        return real_run(batch, gradcam)
 
     monkeypatch.setattr(engine, "run", run_once_out_of_memory)
     response = post(client, photos["cat"])
@@ -203,12 +203,12 @@ def test_out_of_memory_is_503_and_the_server_recovers(client, photos, monkeypatc
 
 def test_a_request_that_runs_too_long_is_cut_off(photos, monkeypatch):
     with client_for(request_timeout_s=0.2) as client:
-        engine = client.app.state.service.engine
+        engine = client.app.state.service.get(None).engine
         real_run = engine.run
 
-        def slow_run(batch):
+        def slow_run(batch, gradcam=None):
             time.sleep(0.5)
-            return real_run(batch)
+            return real_run(batch, gradcam)
 
         monkeypatch.setattr(engine, "run", slow_run)
         response = post(client, photos["cat"])

@@ -121,7 +121,7 @@ def trained(fake_home):
 def test_train_saves_only_the_trained_block_parameters(trained):
     assert "Traceback" not in trained["first"].stderr
     assert f"trained blocks: {trained['out'] / 'blocks.safetensors'}" in trained["first"].stdout
-    initial = load_model(device="cpu", trained_blocks=False).module
+    initial = load_model("efficientnet_lite0_untrained", device="cpu").module
     plugin_parameters = {name: p.detach() for name, p in initial.named_parameters() if name.startswith("plugins.")}
     saved = trained["blocks"]
     assert plugin_parameters and set(saved) == set(plugin_parameters)  # every block parameter, nothing else
@@ -146,7 +146,7 @@ def test_eval_json_scores_the_given_blocks(trained, fake_home):
     """``eval --blocks`` on the trained file with CA put back to its initial state: CA starts uniform (its convs
     zero), so its row must be the uniform map's (the shipped blocks' CA is not uniform), while the other
     trained blocks score differently from their untrained selves (so the file was loaded, not skipped)."""
-    initial = load_model(device="cpu", trained_blocks=False).module.state_dict()
+    initial = load_model("efficientnet_lite0_untrained", device="cpu").module.state_dict()
     blocks = load_file(str(trained["out"] / "blocks.safetensors"))
     blocks |= {name: initial[name].clone() for name in blocks if name.startswith("plugins.ca.")}
     save_file(blocks, str(fake_home / "blocks-ca-initial.safetensors"))

@@ -29,20 +29,21 @@ def test_cuda_matches_cpu_and_bf16_stays_faithful(default_model, photos):
 
 
 def test_concurrent_requests_are_batched_on_the_gpu(photos):
-    service = Service(Settings(device="cuda", batch_window_ms=50))
+    service = Service(Settings(model="efficientnet_lite0", device="cuda", batch_window_ms=50))
     service.start(background=False)
     try:
-        from attnlens.analysis.engine import AnalyzeOptions
+        from attnlens.analysis.options import AnalyzeOptions
 
-        size, tensor = service.prepare(photos["cat"], AnalyzeOptions())
+        served = service.get(None)
+        tensor, geometry = service.prepare(served, photos["cat"], AnalyzeOptions())
 
         async def many():
-            return await asyncio.gather(*(service.batcher.submit(tuple(tensor.shape),
-                                                                 (tensor, size, AnalyzeOptions(), 0.0), 60)
+            return await asyncio.gather(*(served.batcher.submit(tuple(tensor.shape),
+                                                                (tensor, AnalyzeOptions(), geometry, 0.0), 60)
                                           for _ in range(8)))
 
-        reports = asyncio.run(many())
-        assert len(reports) == 8 and max(service.batcher.batch_sizes) > 1
+        analyses = asyncio.run(many())
+        assert len(analyses) == 8 and max(served.batcher.batch_sizes) > 1
         assert torch.cuda.is_available()
     finally:
         service.stop()

@@ -50,7 +50,7 @@ def test_probes_read_the_blocks_outputs_not_their_maps():
     from attnlens.models.loading import load_model
     from attnlens.training.train import BlockProbes
 
-    module = load_model(device="cpu", trained_blocks=False).module
+    module = load_model("efficientnet_lite0_untrained", device="cpu").module
     seen = {}
     watch = [module.plugins[name].register_forward_hook(
         lambda block, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
