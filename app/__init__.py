@@ -2,5 +2,61 @@
 
 Areas, with data flowing one way (nothing imports ``server``):
 ``server`` -> ``analysis`` -> ``models`` -> ``blocks``; ``training`` -> ``models``, ``blocks``; ``cli`` on top.
+
+In a notebook::
+
+    import attnlens
+    model = attnlens.load_model()                  # the default; or "pkg.module:factory", "best.pt", an nn.Module
+    result = attnlens.analyze(model, "cat.jpg", gradcam=True)
+    result.heatmaps["plugins.gc"]                  # (h, w) tensor; result.maps: every block's full maps
+    result.report()["predictions"]; result.figure()
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .analysis.result import Analysis
+    from .models import LoadedModel
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "analyze", "load_model"]
+
+
+def load_model(model: Any = None, **options: Any) -> LoadedModel:
+    """A model ready to analyse with: a built-in name (default ``efficientnet_lite0``), ``"package.module:factory"``,
+    a whole-model checkpoint path (with ``trust_checkpoint=True``), an ``nn.Module`` or ``ModelSpec``; the
+    other options are ``attnlens.models.ModelOptions``' (``device``, ``input_size``, ``resize``, ``task`` ...)."""
+    from .models import load_model as load
+
+    return load(model, **options)
+
+
+def analyze(model: Any, image: Any, *, gradcam: bool = False, target: int | None = None, size: int | None = None,
+            precision: str = "fp32") -> Analysis:
+    """Analyse one image: ``model`` as ``load_model`` takes it (load it once to analyse many images), ``image`` a
+    path, bytes, a PIL image or an ``(H, W, 3)`` uint8 array. Returns an ``Analysis``: ``predictions`` /
+    ``report()["detections"]``, ``maps`` and ``heatmaps`` as tensors, ``reference`` (Grad-CAM, with
+    ``gradcam``; ``target``: a class index or a detection's rank), ``report()``, ``npz()``, ``figure()``."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from .analysis.engine import Engine
+    from .analysis.imaging import decode_image
+    from .analysis.options import AnalyzeOptions
+    from .models import LoadedModel
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if isinstance(image, (str, Path)):
+        image = Path(image).read_bytes()
+    if isinstance(image, bytes):
+        image = decode_image(image)
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image).convert("RGB")
+    elif isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    else:
+        raise TypeError(f"image must be a path, bytes, a PIL image or an (H, W, 3) uint8 array, not {type(image).__name__}")
+    return Engine(loaded, precision).analysis(image, AnalyzeOptions(size=size, gradcam=gradcam, target=target))

@@ -37,10 +37,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_options(args: argparse.Namespace):
-    from .models.options import ModelOptions
+    """The model flags given, over the ``ATTNLENS_*`` variables, over the defaults."""
+    from .models.options import EnvironmentModelOptions, ModelOptions
 
-    return ModelOptions(**{name: value for name in ModelOptions.model_fields
-                           if (value := getattr(args, name, None)) is not None})
+    return EnvironmentModelOptions(**{name: value for name in ModelOptions.model_fields
+                                      if (value := getattr(args, name, None)) is not None}).model_options()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +247,7 @@ def analyze(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from .models import ModelLoadError
     from .server import serve as run_server
     from .server.settings import Settings
 
@@ -255,7 +257,14 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"attnlens: bad settings: {_one_line(error)}", file=sys.stderr)
         return 2
-    run_server(settings)
+    try:
+        failure = run_server(settings)
+    except ModelLoadError as error:
+        print(f"attnlens: {error}", file=sys.stderr)
+        return 2
+    if failure:
+        print(f"attnlens: {failure}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -109,7 +109,10 @@ class Engine:
             raise TargetError(f"layer {layer.name} gives no (N, C, h, w) feature map for Grad-CAM")
         if not scores:
             return [None] * len(targets)
-        cams = grad_cam_map(layer.output, torch.stack(scores).float().sum())
+        try:
+            cams = grad_cam_map(layer.output, torch.stack(scores).float().sum())
+        except ValueError as error:
+            raise TargetError(f"{error} ({layer.name}): Grad-CAM has nothing to show") from error
         references: list[Reference | None] = []
         for i, target in enumerate(chosen):
             if target is None:

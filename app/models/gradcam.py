@@ -49,8 +49,13 @@ class LayerActivation:
 
 def grad_cam_map(activations: Tensor, score: Tensor) -> Tensor:
     """``ReLU(sum_c mean_hw(d score / d A_c) * A_c)`` ``(N, h, w)``, float32, detached; ``score``: a scalar
-    (the sum of each image's own score: images of a batch do not mix, so each gets its own gradient)."""
-    (gradients,) = torch.autograd.grad(score, activations)
+    (the sum of each image's own score: images of a batch do not mix, so each gets its own gradient).
+    ``ValueError`` if the score does not depend on the activations."""
+    if not score.requires_grad:
+        raise ValueError("the target's score does not depend on the model's weights or input")
+    (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
+    if gradients is None:
+        raise ValueError("the target's score does not depend on this layer")
     weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
     return F.relu((weights * activations.float()).sum(dim=1)).detach()
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from torch import nn
 
 from .inputs import parse_normalize
 
-__all__ = ["ModelOptions", "ModelSpec"]
+__all__ = ["EnvironmentModelOptions", "ModelOptions", "ModelSpec"]
 
 
 class ModelOptions(BaseModel):
@@ -60,6 +61,17 @@ class ModelOptions(BaseModel):
         if value is not None:
             parse_normalize(value)
         return value
+
+
+class EnvironmentModelOptions(BaseSettings, ModelOptions):
+    """``ModelOptions`` read from ``ATTNLENS_<OPTION>`` variables (e.g. ``ATTNLENS_TRUST_CHECKPOINT=1``);
+    keyword arguments (command-line flags) win."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTNLENS_", extra="ignore")
+
+    def model_options(self) -> ModelOptions:
+        """Just the model options (without what a subclass adds, e.g. the server's settings)."""
+        return ModelOptions(**{name: getattr(self, name) for name in ModelOptions.model_fields})
 
 
 @dataclass

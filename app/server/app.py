@@ -8,6 +8,7 @@ section 4 names: 400 bad input, 404 unknown model, 413 too large, 415 not an ima
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -43,9 +44,12 @@ class AttnlensAPI(FastAPI):
         return SecurityHeaders(PlainTextErrorsAsJson(super().build_middleware_stack()))
 
 
-def create_app(settings: Settings | None = None, load_in_background: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, load_in_background: bool = True,
+               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+    """The app; ``ModelLoadError`` for a models file that cannot be used; ``on_load_error``: called when a model
+    fails to load in the background (``serve`` stops the server then)."""
     settings = settings or Settings()
-    service = Service(settings)
+    service = Service(settings, on_load_error)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -90,10 +94,14 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
     return app
 
 
-def serve(settings: Settings) -> None:
-    """Run the server until SIGINT / SIGTERM (in-flight requests finish; new ones are refused)."""
+def serve(settings: Settings) -> str | None:
+    """Run the server until SIGINT / SIGTERM (in-flight requests finish; new ones are refused), or until a model
+    fails to load (a mistake to fix, not to wait out); returns that failure, if any."""
     import uvicorn
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.request_timeout_s)
+    app = create_app(settings, on_load_error=lambda message: setattr(server, "should_exit", True))
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                           timeout_graceful_shutdown=settings.request_timeout_s))
+    server.run()
+    return app.state.service.load_error

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,10 @@ class Served:
 
 
 class Service:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, on_load_error: Callable[[str], None] | None = None):
+        """``on_load_error``: called (on the loading thread) with the message when a model fails to load."""
         self.settings = settings
+        self.on_load_error = on_load_error
         self.admission = Admission(settings.queue_size)
         self.served = {name: Served(name, options) for name, options in
                        models_to_serve(settings.model_options(), settings.models)}
@@ -93,6 +96,8 @@ class Service:
             except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
                 self.load_error = f"the model {served.name} could not be loaded: {error}"
                 log.error(self.load_error)
+                if self.on_load_error is not None:
+                    self.on_load_error(self.load_error)
                 return
             if self._stopping.is_set():
                 return

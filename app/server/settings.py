@@ -8,17 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from attnlens.models import ModelOptions
+from attnlens.models.options import EnvironmentModelOptions
 
 __all__ = ["Settings"]
 
 
-class Settings(BaseSettings, ModelOptions):
+class Settings(EnvironmentModelOptions):
     """Every setting of ``attnlens serve``; environment variable ``ATTNLENS_<NAME>`` (e.g. ``ATTNLENS_PORT``)."""
-
-    model_config = SettingsConfigDict(env_prefix="ATTNLENS_", extra="ignore")
 
     models: Path | None = Field(None, description="a models file (TOML, [[models]] tables with a name and the model "
                                 "options) to serve several models; default: the default model and the same with "
@@ -33,7 +30,3 @@ class Settings(BaseSettings, ModelOptions):
     request_timeout_s: float = Field(60.0, gt=0, description="a request waiting or running longer gets 503")
     cors_origins: list[str] = Field([], description="origins allowed to call the API from a browser (none: no CORS)")
     log_level: str = Field("info", description="uvicorn log level")
-
-    def model_options(self) -> ModelOptions:
-        """The model options among the settings."""
-        return ModelOptions(**{name: getattr(self, name) for name in ModelOptions.model_fields})
