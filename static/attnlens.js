@@ -1,29 +1,46 @@
 // attnlens page: upload an image, draw every block's maps, click a pixel to see where it looks.
-// Everything is computed in the browser from one /api/v1/analyze answer (include=values,maps), so
-// clicks, hovers, colormap and opacity changes never go back to the server.
+// Everything is computed in the browser from the /api/v1/analyze answers (include=values,maps), so
+// clicks, hovers, colormap and opacity changes never go back to the server. With "Compare with", one
+// image is analysed by two models and the cards of the same block are shown side by side, on one colour
+// range, with their difference; clicks act on both sides.
 "use strict";
 
 const MARGIN = 44; // room for the CA height / width profiles, in canvas pixels
 const MAX_VIEW = 520; // largest drawn image side, in CSS pixels
+const SIDES = ["A", "B"];
+const BUILT_IN = /^efficientnet_lite0/; // the embedded models, whose blocks are trained or plainly untrained
 
 const state = {
-  model: null, // GET /api/v1/model
+  models: [], // GET /api/v1/models (or the one of GET /api/v1/model)
+  model: null, // the description of the chosen model (side A)
+  compare: null, // the description of the model compared with (side B), or null
+  gradcam: false, // include=gradcam: a Grad-CAM reference card (costs a backward pass)
   luts: {}, // colormap name -> 256 [r, g, b]
   colormap: "inferno",
   opacity: 0.6,
-  report: null,
+  reports: [], // one /api/v1/analyze answer per side
+  upload: null, // { blob, name } of the image shown, analysed again when the models change
+  ticket: 0, // the latest analysis; older answers are dropped
   image: null, // HTMLImageElement of the upload (upright, like the server's decoding)
   cards: [],
   showBoxes: true, // detections drawn on every card
-  highlighted: null, // index of the clicked detection
+  highlighted: null, // { side, index } of the clicked detection
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
 // ---------- small helpers ----------
 
-function strideOf(id) {
-  const block = state.model && state.model.blocks.find((b) => b.id === id);
+function element(tag, text = "") {
+  const node = document.createElement(tag);
+  node.textContent = text;
+  return node;
+}
+
+function modelName(model) { return model ? model.name : ""; }
+
+function strideOf(model, id) {
+  const block = model && model.blocks.find((b) => b.id === id);
   return block ? block.feature_stride : 1;
 }
 
@@ -46,9 +63,22 @@ function format(value) {
   return magnitude >= 1000 || magnitude < 0.001 ? value.toExponential(2) : value.toPrecision(3);
 }
 
-function colourGrid(grid, range) {
-  // values (h rows of w) -> an offscreen canvas, one pixel per cell, coloured by the current colormap
-  const lut = state.luts[state.colormap];
+function union([a0, a1], [b0, b1]) { return [Math.min(a0, b0), Math.max(a1, b1)]; }
+
+// 256 colours through evenly spaced [r, g, b] stops
+function ramp(stops) {
+  return Array.from({ length: 256 }, (_, i) => {
+    const t = (i / 255) * (stops.length - 1);
+    const k = Math.min(Math.floor(t), stops.length - 2);
+    return stops[k].map((v, c) => Math.round(v + (t - k) * (stops[k + 1][c] - v)));
+  });
+}
+
+// blue (below zero) - white - red (above), for differences
+const DIVERGING = ramp([[5, 48, 97], [67, 147, 195], [247, 247, 247], [214, 96, 77], [103, 0, 31]]);
+
+function colourGrid(grid, range, lut) {
+  // values (h rows of w) -> an offscreen canvas, one pixel per cell, coloured by the lookup table
   const h = grid.length, w = grid[0].length;
   const canvas = document.createElement("canvas");
   canvas.width = w; canvas.height = h;
@@ -96,7 +126,8 @@ class View {
     if (row < 0 || col < 0 || row >= rows || col >= cols) return null;
     return [row, col];
   }
-  drawMap(context, grid, stride, range) {
+  // a map whose cells are [cellH, cellW] input pixels, from the input's top-left corner
+  drawMap(context, grid, [cellH, cellW], range, lut) {
     const rows = grid.length, cols = grid[0].length;
     context.save();
     context.beginPath();
@@ -104,8 +135,8 @@ class View {
     context.clip();
     context.globalAlpha = state.opacity;
     context.imageSmoothingEnabled = true;
-    context.drawImage(colourGrid(grid, range), this.left - this.ox * this.sx, this.top - this.oy * this.sy,
-      cols * stride * this.sx, rows * stride * this.sy);
+    context.drawImage(colourGrid(grid, range, lut), this.left - this.ox * this.sx, this.top - this.oy * this.sy,
+      cols * cellW * this.sx, rows * cellH * this.sy);
     context.restore();
   }
 }
@@ -113,26 +144,53 @@ class View {
 // ---------- one card per block ----------
 
 class Card {
-  constructor(block, report) {
+  // source: { report, model (its description), side (0: A, 1: B; null: the difference), compare }
+  constructor(block, source) {
     this.block = block;
-    this.report = report;
-    this.stride = strideOf(block.id);
+    this.report = source.report;
+    this.model = source.model;
+    this.side = source.side;
+    this.compare = source.compare;
+    this.pair = null; // the Pair of the compare view
+    this.stride = strideOf(this.model, block.id);
     this.selected = null; // [row, col] of the clicked / hovered query
     this.element = $("#card-template").content.firstElementChild.cloneNode(true);
     this.element.dataset.blockId = block.id;
     this.element.dataset.type = block.type;
+    if (this.compare && this.side !== null) this.element.dataset.side = SIDES[this.side];
     this.canvas = $(".view", this.element);
-    $(".card-title", this.element).textContent = `${block.id} — ${block.type.toUpperCase()} · stride ${this.stride}`;
+    $(".card-title", this.element).textContent = this.title();
     $(".meaning", this.element).textContent = block.heatmap.meaning;
     $(".unit", this.element).textContent = block.heatmap.unit;
     $(".download-png", this.element).addEventListener("click", () => this.download());
     this.setup();
   }
 
+  title() {
+    const side = this.compare ? `${SIDES[this.side]} · ` : "";
+    return `${side}${this.block.id} — ${this.block.type.toUpperCase()} · stride ${this.stride}`;
+  }
+
   setup() {}
   hasMargins() { return false; }
   grid() { return this.block.heatmap.values; }
+  cellSize() { return [this.stride, this.stride]; } // input pixels per map cell, [height, width]
+  lut() { return state.luts[state.colormap]; }
+  range(grid) { return this.pair ? this.pair.union((card) => rangeOf(card.grid())) : rangeOf(grid); }
+  detections() { return this.report.detections || []; }
   overlay() {} // drawn over the map (selections)
+
+  // a select among the extra controls; in the compare view the paired card's twin follows it
+  control(text, name, options) {
+    const label = element("label", `${text} `);
+    const select = document.createElement("select");
+    select.name = name;
+    for (const [value, caption] of options) select.append(new Option(caption, value));
+    select.addEventListener("change", () => (this.pair ? this.pair.follow(this, name, select.value) : this.draw()));
+    label.append(select);
+    $(".extra-controls", this.element).append(label);
+    return select;
+  }
 
   layout() {
     const { width, height } = this.report.image;
@@ -150,30 +208,41 @@ class Card {
     context.clearRect(0, 0, this.canvas.width, this.canvas.height);
     context.drawImage(state.image, this.view.left, this.view.top, this.view.width, this.view.height);
     const grid = this.grid();
-    const range = rangeOf(grid);
-    this.view.drawMap(context, grid, this.stride, range);
+    const range = this.range(grid);
+    this.view.drawMap(context, grid, this.cellSize(), range, this.lut());
     this.overlay(context);
-    if (state.showBoxes) drawDetections(context, this.view, this.report.detections || []);
-    this.element.dataset.boxes = JSON.stringify((this.report.detections || []).map((d) => this.view.imageBox(d.box)
-      .map((v) => Math.round(v))));
-    this.legend(range);
+    const detections = this.detections();
+    if (state.showBoxes) drawDetections(context, this.view, detections, highlightedIn(this.side));
+    const boxes = detections.map((d) => this.view.imageBox(d.box).map((v) => Math.round(v)));
+    this.element.dataset.boxes = JSON.stringify(boxes);
+    this.legend(range, grid);
   }
 
-  legend([low, high]) {
+  legend([low, high], grid) {
     const bar = $(".colorbar", this.element).getContext("2d");
-    const lut = state.luts[state.colormap];
+    const lut = this.lut();
     for (let i = 0; i < 256; i++) {
       bar.fillStyle = `rgb(${lut[i].join(",")})`;
       bar.fillRect(i, 0, 1, 10);
     }
     $(".low", this.element).textContent = format(low);
     $(".high", this.element).textContent = format(high);
+    $(".scale", this.element).textContent = this.scaleNote(grid);
+    this.element.dataset.range = `${low},${high}`;
+  }
+
+  scaleNote(grid) {
+    if (!this.pair) return "";
+    const [low, high] = rangeOf(grid);
+    return `Colour range shared by A and B (the union of theirs); this map spans ${format(low)} – ${format(high)}.`;
   }
 
   detail(text) { $(".detail", this.element).textContent = text; }
 
+  fileName() { return this.compare ? `${modelName(this.model)}-${this.block.id}` : this.block.id; }
+
   download() {
-    this.canvas.toBlob((blob) => saveBlob(blob, `${this.block.id}.png`), "image/png");
+    this.canvas.toBlob((blob) => saveBlob(blob, `${this.fileName()}.png`), "image/png");
   }
 
   // queries that can be clicked (ACmix, DCN): pointer and keyboard select a cell of the output grid
@@ -202,24 +271,51 @@ class Card {
     this.canvas.setAttribute("aria-label", `${this.block.type} map: click a position or use the arrow keys`);
   }
 
-  select(cell) {
+  // echo: the paired card selects the same image position
+  select(cell, echo = true) {
     const started = performance.now();
     this.selected = cell;
     this.draw();
     this.element.dataset.selected = cell.join(",");
     this.element.dataset.selectMs = (performance.now() - started).toFixed(1);
+    if (echo && this.pair) this.pair.echo(this, cell);
   }
 }
 
 function sameCell(a, b) { return a && b && a[0] === b[0] && a[1] === b[1]; }
 
+// a query cell of one grid -> the cell of another grid at the same input position
+function translateCell([row, col], from, to) {
+  if (from.rows === to.rows && from.cols === to.cols) return [row, col];
+  const at = (index, count) => Math.max(0, Math.min(count - 1, Math.floor(((index + 0.5) * from.stride) / to.stride)));
+  return [at(row, to.rows), at(col, to.cols)];
+}
+
+function overlap(a, b) {
+  const w = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
+  const h = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const area = (box) => (box[2] - box[0]) * (box[3] - box[1]);
+  return (w * h) / (area(a) + area(b) - w * h || 1);
+}
+
+// the highlighted detection of a side: the clicked one, or on the other side the box overlapping it most
+function highlightedIn(side) {
+  const chosen = state.highlighted;
+  if (!chosen || side === null || !state.reports[side]) return null;
+  if (chosen.side === side) return chosen.index;
+  const box = state.reports[chosen.side].detections[chosen.index].box;
+  const overlaps = (state.reports[side].detections || []).map((d) => overlap(d.box, box));
+  const best = Math.max(0, ...overlaps);
+  return best >= 0.3 ? overlaps.indexOf(best) : null;
+}
+
 // detections (boxes in original-image pixels) over a card's image; the highlighted one thicker, labelled
-function drawDetections(context, view, detections) {
+function drawDetections(context, view, detections, chosen) {
   context.save();
   context.font = "11px system-ui, sans-serif";
   detections.forEach((detection, i) => {
     const [x, y, w, h] = view.imageBox(detection.box);
-    const highlighted = state.highlighted === i;
+    const highlighted = chosen === i;
     context.strokeStyle = highlighted ? "#ff2d55" : "#00ff7f";
     context.lineWidth = highlighted ? 3 : 1.5;
     context.strokeRect(x, y, w, h);
@@ -250,14 +346,8 @@ class CoordCard extends Card {
 
   setup() {
     const channels = this.block.maps.a_h.length;
-    const label = document.createElement("label");
-    label.textContent = "Channel ";
-    this.channel = document.createElement("select");
-    this.channel.append(new Option("mean over channels", "mean"));
-    for (let c = 0; c < channels; c++) this.channel.append(new Option(`channel ${c}`, String(c)));
-    this.channel.addEventListener("change", () => this.draw());
-    label.append(this.channel);
-    $(".extra-controls", this.element).append(label);
+    this.channel = this.control("Channel", "channel", [["mean", "mean over channels"],
+      ...Array.from({ length: channels }, (_, c) => [String(c), `channel ${c}`])]);
   }
 
   profiles() {
@@ -307,13 +397,8 @@ class CoordCard extends Card {
 class WindowAttentionCard extends Card {
   setup() {
     const { maps } = this.block;
-    const label = document.createElement("label");
-    label.textContent = "Head ";
-    this.head = document.createElement("select");
-    this.head.append(new Option("mean over heads", "mean"));
-    for (let h = 0; h < maps.heads; h++) this.head.append(new Option(`head ${h}`, String(h)));
-    this.head.addEventListener("change", () => this.draw());
-    label.append(this.head);
+    this.head = this.control("Head", "head", [["mean", "mean over heads"],
+      ...Array.from({ length: maps.heads }, (_, h) => [String(h), `head ${h}`])]);
     const mix = document.createElement("div");
     mix.className = "mix";
     const total = Math.abs(maps.rate1) + Math.abs(maps.rate2) || 1;
@@ -323,7 +408,7 @@ class WindowAttentionCard extends Card {
     share.style.width = `${(100 * Math.abs(maps.rate1)) / total}%`; // CSSOM, allowed by the page's CSP
     bar.append(share);
     mix.append(bar, ` attention ${format(maps.rate1)} · convolution ${format(maps.rate2)} (rate1 · rate2)`);
-    $(".extra-controls", this.element).append(label, mix);
+    $(".extra-controls", this.element).append(mix);
     const grid = maps.attention[0][0]; // (H', W') weights of one head and tap
     this.enableQueries(grid.length, grid[0].length, this.stride * maps.stride);
     this.detail("Click or hover a position to see where that query looks (its window weights).");
@@ -426,7 +511,6 @@ class SpaceToDepthCard extends Card {
     const strip = document.createElement("div");
     strip.className = "phases";
     const names = ["(0,0)", "(1,0)", "(0,1)", "(1,1)"];
-    const [low, high] = rangeOf(energy.flat());
     this.phaseCanvases = energy.map((grid, p) => {
       const figure = document.createElement("figure");
       const canvas = document.createElement("canvas");
@@ -435,15 +519,18 @@ class SpaceToDepthCard extends Card {
       caption.textContent = `phase ${names[p]}: mean energy ${format(this.block.maps.phase_energy_mean[p])}`;
       figure.append(caption);
       strip.append(figure);
-      return [canvas, grid, [low, high]];
+      return [canvas, grid];
     });
     this.element.querySelector(".legend").before(strip);
     this.detail("The four 2×2 phases space-to-depth stacks on channels; a stride-2 conv would keep one.");
   }
 
+  phaseRange() { return rangeOf(this.block.maps.phase_energy.flat()); }
+
   overlay() {
-    for (const [canvas, grid, range] of this.phaseCanvases) {
-      const source = colourGrid(grid, range);
+    const range = this.pair ? this.pair.union((card) => card.phaseRange()) : this.phaseRange();
+    for (const [canvas, grid] of this.phaseCanvases) {
+      const source = colourGrid(grid, range, this.lut());
       canvas.width = 120;
       canvas.height = Math.round((120 * grid.length) / grid[0].length);
       const context = canvas.getContext("2d");
@@ -453,7 +540,146 @@ class SpaceToDepthCard extends Card {
   }
 }
 
-const CARD_TYPES = { gc: ContextCard, ca: CoordCard, acmix: WindowAttentionCard, dcn: DeformCard, spd: SpaceToDepthCard };
+// the Grad-CAM reference (include=gradcam): a map over the model input, drawn like a block's
+class ReferenceCard extends Card {
+  title() {
+    const { layer, target } = this.block.reference;
+    const side = this.compare ? `${SIDES[this.side]} · ` : "";
+    const what = "rank" in target ? `detection ${target.rank}` : `class ${target.index}`;
+    return `${side}Grad-CAM reference (layer ${layer}, target ${target.label}, ${what})`;
+  }
+
+  cellSize() {
+    const [rows, cols] = this.block.heatmap.shape;
+    return [this.report.input.height / rows, this.report.input.width / cols];
+  }
+
+  fileName() { return this.compare ? `${modelName(this.model)}-gradcam` : "gradcam"; }
+}
+
+function referenceBlock(reference) {
+  return { id: "reference", type: "gradcam", heatmap: reference.heatmap, maps: {}, reference };
+}
+
+// B − A of two paired maps of one shape: a diverging colormap on the symmetric range [-m, m], m = max |B − A|
+class DifferenceCard extends Card {
+  constructor(a, b) {
+    const id = a.block.id === b.block.id ? a.block.id : `${a.block.id} vs ${b.block.id}`;
+    const meaning = "B − A of the two maps: red where B's is higher, blue where it is lower, white where they agree.";
+    const heatmap = { meaning, unit: a.block.heatmap.unit };
+    super({ id, type: "diff", heatmap, maps: {} }, { report: a.report, model: a.model, side: null, compare: true });
+    this.a = a;
+    this.b = b;
+    this.element.dataset.kind = a.block.type;
+  }
+
+  title() { return `difference (B − A) · ${this.block.id}`; }
+  cellSize() { return this.a.cellSize(); }
+  lut() { return DIVERGING; }
+  detections() { return []; }
+  fileName() { return `${this.block.id}-difference`; }
+
+  grid() {
+    const a = this.a.grid();
+    return this.b.grid().map((row, r) => row.map((v, c) => v - a[r][c]));
+  }
+
+  range(grid) {
+    const m = this.largest(grid).value;
+    return m > 0 ? [-m, m] : [-1, 1];
+  }
+
+  largest(grid) {
+    let value = 0, cell = [0, 0], sum = 0;
+    grid.forEach((row, r) => row.forEach((v, c) => {
+      sum += Math.abs(v);
+      if (Math.abs(v) > value) { value = Math.abs(v); cell = [r, c]; }
+    }));
+    return { value, cell, mean: sum / (grid.length * grid[0].length) };
+  }
+
+  scaleNote(grid) {
+    const { value } = this.largest(grid);
+    if (!value) return "The two maps are identical (B − A = 0).";
+    return `Symmetric range ±${format(value)}: m = max |B − A|.`;
+  }
+
+  legend(range, grid) {
+    super.legend(range, grid);
+    if (!this.largest(grid).value) for (const end of [".low", ".high"]) $(end, this.element).textContent = "0";
+  }
+
+  overlay(context) {
+    const query = this.a.selected && this.a.queryGrid;
+    if (query) { // the query picked on A and B, outlined here too
+      const [x, y] = this.view.cellCentre(...this.a.selected, query.stride);
+      const [w, h] = [query.stride * this.view.sx, query.stride * this.view.sy];
+      context.save();
+      context.strokeStyle = "#111";
+      context.lineWidth = 3;
+      context.strokeRect(x - w / 2, y - h / 2, w, h);
+      context.restore();
+    }
+    const { value, cell, mean } = this.largest(this.grid());
+    this.detail(value ? `Largest |B − A| = ${format(value)} at cell (${cell.join(", ")}); ` +
+      `mean |B − A| = ${format(mean)}.` : "");
+  }
+}
+
+// two cards of one block in the compare view (the same id, else the same kind in order) and their difference
+class Pair {
+  constructor(a, b) {
+    this.a = a;
+    this.b = b;
+    a.pair = b.pair = this;
+    const shape = (card) => card.block.heatmap.shape.join("x");
+    this.difference = shape(a) === shape(b) ? new DifferenceCard(a, b) : null;
+  }
+
+  partner(card) { return card === this.a ? this.b : this.a; }
+  union(measure) { return union(measure(this.a), measure(this.b)); }
+
+  draw() { for (const card of [this.a, this.b, this.difference]) if (card) card.draw(); }
+
+  // a control (head, channel) set on one side: its twin on the other side follows
+  follow(card, name, value) {
+    const twin = $(`select[name="${name}"]`, this.partner(card).element);
+    if (twin && [...twin.options].some((option) => option.value === value)) twin.value = value;
+    this.draw();
+  }
+
+  // a query picked on one side: the other side picks the same image position
+  echo(card, cell) {
+    const other = this.partner(card);
+    if (!card.queryGrid || !other.queryGrid) return;
+    other.pinned = card.pinned;
+    other.select(translateCell(cell, card.queryGrid, other.queryGrid), false);
+    if (this.difference) this.difference.draw();
+  }
+}
+
+const CARD_TYPES = { gc: ContextCard, ca: CoordCard, acmix: WindowAttentionCard, dcn: DeformCard, spd: SpaceToDepthCard,
+  gradcam: ReferenceCard };
+
+// the cards of one analysis: the reference (when asked for) first, then every block in network order
+function cardsOf(source) {
+  const { report } = source;
+  const blocks = report.reference ? [referenceBlock(report.reference), ...report.blocks] : report.blocks;
+  return blocks.map((block) => new (CARD_TYPES[block.type])(block, source));
+}
+
+// rows [a, b] of the compare view: the same id first, then the same kind in order; null where none is left
+function pairUp(left, right) {
+  const free = new Set(right);
+  const take = (test) => {
+    const found = [...free].find(test) || null;
+    free.delete(found);
+    return found;
+  };
+  const rows = left.map((a) => [a, take((b) => b.block.id === a.block.id && b.block.type === a.block.type)]);
+  for (const row of rows) if (!row[1]) row[1] = take((b) => b.block.type === row[0].block.type);
+  return [...rows, ...[...free].map((b) => [null, b])];
+}
 
 // ---------- page flow ----------
 
@@ -473,6 +699,7 @@ function setStatus(text, kind = "") {
 
 const ERROR_MESSAGES = {
   400: "This file could not be read as an image",
+  404: "The server does not offer this model",
   413: "This image is too large",
   415: "This is not an image type attnlens reads (JPEG, PNG, WebP, GIF, TIFF, BMP)",
   503: "The server is busy",
@@ -494,19 +721,82 @@ async function loadImage(blob) {
   return image;
 }
 
+// ---------- models ----------
+
+// the models the server offers (none while it is still loading: asked again at the first analysis)
+async function loadModels() {
+  const response = await fetch("/api/v1/models");
+  if (!response.ok) return;
+  const { default: preferred, models } = await response.json();
+  state.models = models;
+  state.model = models.find((m) => m.name === preferred) || models[0];
+  offerModels();
+}
+
+function offerModels() {
+  const names = state.models.map(modelName);
+  const several = names.length > 1;
+  $("#model-pick").hidden = !several;
+  $("#compare-pick").hidden = !several;
+  $("#model").replaceChildren(...names.map((name) => new Option(name, name)));
+  $("#model").value = modelName(state.model);
+  $("#compare").replaceChildren(new Option("nothing", ""), ...names.map((name) => {
+    const option = new Option(name, name);
+    option.disabled = name === modelName(state.model);
+    return option;
+  }));
+  $("#compare").value = modelName(state.compare);
+  describeModels();
+}
+
+// one model in words: what the server-rendered line says, for the model chosen now
+function modelSummary(model, lead) {
+  const { resize, size, normalize } = model.input;
+  const nodes = [lead, element("code", modelName(model)), " on ", element("code", model.device), " · task ",
+    element("strong", model.task), ` · input ${resize} ${size}, normalize ${normalize}`,
+    ` · ${model.blocks.length} blocks, `];
+  const untrained = [element("strong", "untrained"), ": their maps show initial weights"];
+  const blocks = model.blocks_trained ? ["trained (see the model card in the README)"]
+    : BUILT_IN.test(modelName(model)) ? untrained : ["as in your model"];
+  return [...nodes, ...blocks];
+}
+
+function describeModels() {
+  if (!state.model) return; // the server-rendered line stays (the model is loading)
+  const api = element("a", "API");
+  api.href = "/docs";
+  const compared = state.compare ? [element("br"), ...modelSummary(state.compare, "Compared with ")] : [];
+  $("#model-line").replaceChildren(...modelSummary(state.model, "Model "), ...compared, " · ", api);
+}
+
+function modelNamed(name) { return state.models.find((m) => modelName(m) === name) || null; }
+
+// ---------- analyses ----------
+
+function analyzeUrl(model) {
+  const params = new URLSearchParams({ include: ["values", "maps", ...(state.gradcam ? ["gradcam"] : [])].join(",") });
+  if (state.models.length > 1 && model) params.set("model", modelName(model));
+  return `/api/v1/analyze?${params}`;
+}
+
+async function request(model, blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  const response = await fetch(analyzeUrl(model), { method: "POST", body: form });
+  if (!response.ok) throw new Error(await explain(response), { cause: "server" });
+  return response.json();
+}
+
 async function analyze(blob, name = "image") {
+  const ticket = ++state.ticket;
+  state.upload = { blob, name };
   document.body.classList.add("busy");
   $("#results").setAttribute("aria-busy", "true");
-  setStatus(`Analysing ${name}…`, "busy");
+  setStatus(`Analysing ${name}${state.compare ? " with both models" : ""}…`, "busy");
   try {
-    const form = new FormData();
-    form.append("file", blob, name);
-    const response = await fetch("/api/v1/analyze?include=values,maps", { method: "POST", body: form });
-    if (!response.ok) {
-      setStatus(await explain(response), "error");
-      return;
-    }
-    const report = await response.json();
+    if (!state.models.length) await loadModels();
+    const sides = state.compare ? [state.model, state.compare] : [state.model];
+    const reports = await Promise.all(sides.map((model) => request(model, blob, name)));
     let image;
     try {
       image = await loadImage(blob);
@@ -514,18 +804,25 @@ async function analyze(blob, name = "image") {
       setStatus("The server read this image, but this browser cannot display it (try JPEG or PNG).", "error");
       return;
     }
-    state.report = report;
+    if (ticket !== state.ticket) return; // a newer analysis was asked for meanwhile
+    state.reports = reports;
     state.image = image;
     state.highlighted = null;
-    show(report);
-    setStatus(`${name}: ${headline(report)}.`, "done");
+    document.body.dataset.highlighted = "";
+    show(reports, sides);
+    setStatus(`${name}: ${bySide(reports, headline).join(" · ")}.`, "done");
   } catch (error) {
-    setStatus(`Could not reach the server: ${error.message}.`, "error");
+    if (ticket !== state.ticket) return;
+    setStatus(error.cause === "server" ? error.message : `Could not reach the server: ${error.message}.`, "error");
   } finally {
-    document.body.classList.remove("busy");
-    $("#results").removeAttribute("aria-busy");
+    if (ticket === state.ticket) {
+      document.body.classList.remove("busy");
+      $("#results").removeAttribute("aria-busy");
+    }
   }
 }
+
+function reanalyze() { if (state.upload) analyze(state.upload.blob, state.upload.name); }
 
 // what the model answered, in a few words
 function headline(report) {
@@ -550,11 +847,16 @@ function scoreItem(label, score) {
   return item;
 }
 
-function showAnswer(report) {
-  const list = $("#predictions");
-  $("#answer-title").textContent = { classify: "Predictions", detect: "Detections", maps: "No predictions" }[report.task];
-  $("#boxes-toggle").hidden = report.task !== "detect";
-  $("#note").textContent = report.note || "";
+// the predictions or detections of one side (#answer-a, #answer-b) by the model asked
+function showAnswer(report, side, model, compare) {
+  const root = $(`#answer-${SIDES[side].toLowerCase()}`);
+  root.hidden = false;
+  $(".answer-model", root).hidden = !compare;
+  $(".answer-model", root).textContent = `${SIDES[side]} · ${modelName(model)}`;
+  const titles = { classify: "Predictions", detect: "Detections", maps: "No predictions" };
+  $(".answer-title", root).textContent = titles[report.task];
+  $(".note", root).textContent = report.note || "";
+  const list = $(".predictions", root);
   if (report.task === "classify") {
     list.replaceChildren(...report.predictions.map((p) => scoreItem(p.label, p.score)));
     return;
@@ -564,40 +866,83 @@ function showAnswer(report) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "detection";
+    button.dataset.index = String(i);
     button.textContent = `[${d.box.map((v) => Math.round(v)).join(", ")}]`;
     button.title = "highlight this box on every card";
-    button.addEventListener("click", () => {
-      state.highlighted = state.highlighted === i ? null : i;
-      for (const other of list.querySelectorAll(".detection")) other.classList.remove("on");
-      if (state.highlighted !== null) button.classList.add("on");
-      document.body.dataset.highlighted = state.highlighted === null ? "" : String(i);
-      redraw();
-    });
+    button.addEventListener("click", () => highlight(side, i));
     item.append(button);
     return item;
   }));
 }
 
-function show(report) {
-  showAnswer(report);
-  const t = report.timings_ms;
-  $("#timings").textContent = `Server: ${Math.round(t.total)} ms (forward ${Math.round(t.forward)} ms); ` +
-    `input ${report.input.width}×${report.input.height}.`;
-  $("#results").hidden = false;
-  const cards = $("#cards");
-  state.cards = report.blocks.map((block) => new (CARD_TYPES[block.type])(block, report));
-  cards.replaceChildren(...state.cards.map((card) => card.element));
+function highlight(side, index) {
+  const chosen = state.highlighted;
+  state.highlighted = chosen && chosen.side === side && chosen.index === index ? null : { side, index };
+  state.reports.forEach((_, s) => {
+    const shown = highlightedIn(s);
+    for (const button of document.querySelectorAll(`#answer-${SIDES[s].toLowerCase()} .detection`)) {
+      button.classList.toggle("on", Number(button.dataset.index) === shown);
+    }
+  });
+  document.body.dataset.highlighted = state.highlighted ? `${side ? "B" : ""}${index}` : "";
   redraw();
+}
+
+function timings(report) {
+  const t = report.timings_ms;
+  return `${Math.round(t.total)} ms (forward ${Math.round(t.forward)} ms); ` +
+    `input ${report.input.width}×${report.input.height}`;
+}
+
+// one text per answer, labelled A and B when comparing
+function bySide(reports, describe) {
+  return reports.map((report, side) => `${reports.length > 1 ? `${SIDES[side]} ` : ""}${describe(report)}`);
+}
+
+function show(reports, sides) {
+  const compare = reports.length > 1;
+  reports.forEach((report, side) => showAnswer(report, side, sides[side], compare));
+  $("#answer-b").hidden = !compare;
+  $("#boxes-toggle").hidden = !reports.some((r) => r.task === "detect");
+  $("#timings").textContent = `Server: ${bySide(reports, timings).join("; ")}.`;
+  $("#results").hidden = false;
+  const decks = reports.map((report, side) => cardsOf({ report, model: sides[side], side, compare }));
+  const cards = $("#cards");
+  cards.classList.toggle("compare", compare);
+  if (compare) {
+    const rows = pairUp(...decks).map(([a, b]) => [a, b, a && b ? new Pair(a, b).difference : null]);
+    state.cards = rows.flat().filter(Boolean);
+    cards.replaceChildren(compareHeader(sides), ...rows.map(compareRow));
+  } else {
+    state.cards = decks[0];
+    cards.replaceChildren(...state.cards.map((card) => card.element));
+  }
+  redraw();
+}
+
+function compareHeader(sides) {
+  const header = document.createElement("div");
+  header.className = "pair-head";
+  header.append(...sides.map((model, side) => element("h3", `${SIDES[side]} · ${modelName(model)}`)),
+    element("h3", "difference (B − A)"));
+  return header;
+}
+
+// one row of the compare view: A, B, their difference; a note where one is missing
+function compareRow([a, b, difference]) {
+  const row = document.createElement("div");
+  row.className = "pair-row";
+  const missing = (text) => Object.assign(element("p", text), { className: "missing hint" });
+  row.append(a ? a.element : missing("Model A has no block of this kind."),
+    b ? b.element : missing("Model B has no block of this kind."),
+    difference ? difference.element : missing(a && b ? "Maps of different shapes: no difference." : ""));
+  return row;
 }
 
 function redraw() { for (const card of state.cards) card.draw(); }
 
 async function init() {
-  const [model, colormaps] = await Promise.all([
-    fetch("/api/v1/model").then((r) => (r.ok ? r.json() : null)),
-    fetch("/api/v1/colormaps").then((r) => r.json()),
-  ]);
-  state.model = model;
+  const [colormaps] = await Promise.all([fetch("/api/v1/colormaps").then((r) => r.json()), loadModels()]);
   state.luts = colormaps.colormaps;
   const select = $("#colormap");
   for (const name of Object.keys(state.luts)) select.append(new Option(name, name));
@@ -605,6 +950,18 @@ async function init() {
   select.addEventListener("change", () => { state.colormap = select.value; redraw(); });
   $("#opacity").addEventListener("input", (event) => { state.opacity = Number(event.target.value); redraw(); });
   $("#show-boxes").addEventListener("change", (event) => { state.showBoxes = event.target.checked; redraw(); });
+  $("#model").addEventListener("change", (event) => {
+    state.model = modelNamed(event.target.value);
+    if (state.compare === state.model) state.compare = null;
+    offerModels();
+    reanalyze();
+  });
+  $("#compare").addEventListener("change", (event) => {
+    state.compare = modelNamed(event.target.value);
+    describeModels();
+    reanalyze();
+  });
+  $("#gradcam").addEventListener("change", (event) => { state.gradcam = event.target.checked; reanalyze(); });
 
   const input = $("#file-input");
   input.addEventListener("change", () => { if (input.files[0]) analyze(input.files[0], input.files[0].name); });
@@ -631,7 +988,8 @@ async function init() {
     });
   }
   $("#download-json").addEventListener("click", () => {
-    saveBlob(new Blob([JSON.stringify(state.report)], { type: "application/json" }), "attnlens.json");
+    const body = state.reports.length > 1 ? state.reports : state.reports[0];
+    saveBlob(new Blob([JSON.stringify(body)], { type: "application/json" }), "attnlens.json");
   });
   let resizeTimer;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(redraw, 150); });

@@ -47,7 +47,8 @@ class Reference:
 class Analysis:
     """Image ``index`` of a batch run by ``model``: ``predictions`` (classify: probabilities ``(K,)``; detect:
     ``Detections`` in input pixels; maps: None), ``maps`` (the batch's records, by block id), ``reference``
-    (Grad-CAM, when asked), ``image`` (the upright image, when kept: needed for ``figure``)."""
+    (Grad-CAM, when asked), ``image`` (the upright image, when kept: needed for ``figure``), ``served_as`` (the
+    name a server offers the model under)."""
 
     model: LoadedModel
     geometry: InputGeometry
@@ -58,6 +59,7 @@ class Analysis:
     reference: Reference | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     image: Image.Image | None = None
+    served_as: str | None = None  # the name a server offers the model under, if not its own
 
     @property
     def heatmaps(self) -> dict[str, Tensor]:
@@ -81,7 +83,7 @@ class Analysis:
         start = time.perf_counter()
         model, geometry = self.model, self.geometry
         report: dict[str, Any] = {
-            "model": model.name,
+            "model": self.served_as or model.name,
             "image": {"width": geometry.image_size[0], "height": geometry.image_size[1]},
             "input": {"width": self.input_size[0], "height": self.input_size[1], "content": list(geometry.content)},
             "task": model.task,

@@ -103,7 +103,7 @@ class Service:
                 return
             max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 1)
             served.model, served.engine = model, engine
-            served.batcher = MicroBatcher(lambda jobs, engine=engine: self._run_batch(engine, jobs), max_batch,
+            served.batcher = MicroBatcher(lambda jobs, served=served: self._run_batch(served, jobs), max_batch,
                                           self.settings.batch_window_ms / 1000)
             served.batcher.start()
             log.info("model %s (%s) ready on %s (%s, %.1f MiB) in %.1f s (max batch %d)", served.name, model.name,
@@ -136,11 +136,12 @@ class Service:
         return served.engine.prepare(decode_image(data, self.settings.max_pixels), options.size)
 
     @staticmethod
-    def _run_batch(engine: Engine, jobs: list[tuple[Tensor, AnalyzeOptions, InputGeometry, float]]) -> list[Analysis]:
+    def _run_batch(served: Served, jobs: list[tuple[Tensor, AnalyzeOptions, InputGeometry, float]]) -> list[Analysis]:
         """Inference thread: one forward pass for the batch (with Grad-CAM when asked: such jobs come alone),
         split into one ``Analysis`` per image; the requests render them on their own threads."""
         started = time.perf_counter()
         gradcam = [options.target for _, options, _, _ in jobs] if jobs[0][1].gradcam else None
+        engine = served.engine
         try:
             result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), gradcam)
         except torch.cuda.OutOfMemoryError:
@@ -149,4 +150,5 @@ class Service:
         analyses = engine.analyses(result, [geometry for _, _, geometry, _ in jobs])
         for analysis, (*_, enqueued) in zip(analyses, jobs):
             analysis.timings_ms["queue"] = 1000 * (started - enqueued)
+            analysis.served_as = served.name
         return analyses

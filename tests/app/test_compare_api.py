@@ -242,7 +242,9 @@ def test_a_models_file_serves_a_users_detector_beside_the_default(tmp_path, phot
         assert [(m["name"], m["task"]) for m in listing["models"]] == [("lite0", "classify"), ("yolo", "detect")]
         image = Image.open(io.BytesIO(photos["cat"])).convert("RGB")
         image.paste((255, 255, 255), (200, 100, 260, 150))
-        (detection,) = post(client, encode(image, "PNG"), model="yolo").json()["detections"]
+        report = post(client, encode(image, "PNG"), model="yolo").json()
+        assert report["model"] == "yolo"  # the name it is served under
+        (detection,) = report["detections"]
         assert detection["label"] == "square" and np.allclose(detection["box"], (200, 100, 260, 150), atol=2)
         # this test detector's scores are written in by hand, not computed from its features
         refused = post(client, encode(image, "PNG"), model="yolo", include="gradcam")
