@@ -7,7 +7,8 @@
 
 Heatmaps are stretched from their cells to image pixels (a map of ``h x w`` cells at stride ``s``
 covers ``h*s x w*s`` input pixels) before scoring. Baselines: a centre prior, a uniform map, the
-untrained blocks, and Grad-CAM of the plain backbone's last stage for its top-1 class.
+untrained blocks, and Grad-CAM of the plain backbone's last stage for its top-1 class; beside them,
+the Grad-CAM reference the server offers for the trained model (its last stage, its top-1 class).
 """
 from __future__ import annotations
 
@@ -98,8 +99,10 @@ def evaluate(trained: LoadedModel, untrained: LoadedModel, plain: LoadedModel, c
                 model.module(model.normalize(images.to(model.device)))
             for name, record in captured.items():
                 maps[f"{label} {record.type} ({name})"] = (record.heatmap, strides[name])
-        cams = grad_cam(plain, images)
-        maps["Grad-CAM, plain backbone last stage"] = (cams, math.ceil(SIZE / cams.shape[-1]))
+        for label, model in (("Grad-CAM, plain backbone last stage", plain),
+                             ("Grad-CAM reference, trained model (what include=gradcam serves)", trained)):
+            cams = grad_cam(model, images)
+            maps[label] = (cams, math.ceil(SIZE / cams.shape[-1]))
         for i, mask in enumerate(masks):
             near = near_mask(mask)
             stretched = {name: stretch(heatmaps[i], stride, (SIZE, SIZE)) for name, (heatmaps, stride) in maps.items()}

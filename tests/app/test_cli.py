@@ -161,8 +161,9 @@ def test_eval_json_scores_the_given_blocks(trained, fake_home):
     by_kind = {label: {name.split()[1]: row for name, row in rows.items() if name.startswith(f"{label} ")}
                for label in ("trained", "untrained")}
     assert set(by_kind["trained"]) == set(by_kind["untrained"]) == kinds
-    assert {"centre prior", "uniform", "Grad-CAM, plain backbone last stage"} <= set(rows)
-    assert len(rows) == 2 * len(kinds) + 3
+    assert {"centre prior", "uniform", "Grad-CAM, plain backbone last stage",
+            "Grad-CAM reference, trained model (what include=gradcam serves)"} <= set(rows)
+    assert len(rows) == 2 * len(kinds) + 4
     assert all(0 <= row["pointing"] <= 1 and 0 <= row["energy"] <= 1 for row in rows.values())
     # the uniform map's energy is the objects' mean area share, worked out here from the same composites
     sources = locate_sources(fake_home / CACHE_IN_HOME)

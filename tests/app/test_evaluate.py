@@ -15,6 +15,7 @@ from attnlens.training.evaluate import evaluate, grad_cam
 from tests.app.fake_sources import make_sources
 
 GRAD_CAM_ROW = "Grad-CAM, plain backbone last stage"
+REFERENCE_ROW = "Grad-CAM reference, trained model (what include=gradcam serves)"
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +139,8 @@ def test_rows_cover_every_block_and_the_baselines(scored, default_model):
     scores, untrained = scored
     expected = ({f"trained {b.type} ({b.id})" for b in default_model.blocks}
                 | {f"untrained {b.type} ({b.id})" for b in untrained.blocks}
-                | {"centre prior", "uniform", GRAD_CAM_ROW})
-    assert set(scores["rows"]) == expected and len(expected) == 2 * 5 + 3
+                | {"centre prior", "uniform", GRAD_CAM_ROW, REFERENCE_ROW})
+    assert set(scores["rows"]) == expected and len(expected) == 2 * 5 + 4
     assert scores["count"] == COUNT
     for name, row in scores["rows"].items():
         assert set(row) == {"pointing", "energy"}
