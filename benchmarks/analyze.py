@@ -22,8 +22,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from attnlens.analysis.engine import AnalyzeOptions, Engine  # noqa: E402
+from attnlens.analysis.engine import Engine  # noqa: E402
 from attnlens.analysis.imaging import decode_image  # noqa: E402
+from attnlens.analysis.options import AnalyzeOptions  # noqa: E402
 from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
@@ -59,9 +60,9 @@ def main() -> None:
     image = decode_image(jpeg)
     batch, geometry = engine.prepare(image)
     normalized = model.normalize(batch.to(model.device))
-    result = engine.run(batch)
+    (analysis,) = engine.analyses(engine.run(batch), [geometry])
     options = AnalyzeOptions()
-    report = engine.report(result, 0, geometry, options)
+    report = analysis.report(options)
 
     def forward(module):
         def run():
@@ -75,8 +76,7 @@ def main() -> None:
         "forward, plain backbone": median_ms(forward(plain), args.repeats, model.device),
         "forward, augmented, no capture": median_ms(forward(model.module), args.repeats, model.device),
         "forward, augmented, capture": median_ms(lambda: engine.run(batch), args.repeats, model.device),
-        "maps -> report (PNGs)": median_ms(lambda: engine.report(result, 0, geometry, options), args.repeats,
-                                           model.device),
+        "maps -> report (PNGs)": median_ms(lambda: analysis.report(options), args.repeats, model.device),
         "JSON encoding": median_ms(lambda: json.dumps(report), args.repeats, model.device),
     }
     print(f"torch {torch.__version__}, device {model.device}, threads {torch.get_num_threads()}, "
