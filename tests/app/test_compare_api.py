@@ -169,6 +169,11 @@ def test_grad_cam_of_a_detection_by_hand():
     expected = torch.relu((weights[:, None, None] * activations).sum(0))
     torch.testing.assert_close(result.reference.heatmap, expected, rtol=1e-4, atol=1e-7)
     assert result.reference.rank == 0 and result.reference.label == "dog"
+    from attnlens.models.outputs import TargetError
+
+    with pytest.raises(TargetError, match="detection.s rank from 0 to"):
+        attnlens.analyze(model, image, gradcam=True, target=5)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.module.modules())  # released, also on errors
 
 
 def test_the_feature_stage_is_found_by_structure():
