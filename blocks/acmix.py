@@ -11,6 +11,10 @@ official forward works, its function. Where we differ:
   encoding with ``nn.Unfold``. We group queries in small blocks that attend densely to the keys their
   windows cover (one batched matrix product) and read each query's taps off a strided view of the
   product, so the peak extra memory is a few copies of one feature map, not ``kernel_att**2``.
+* **Fewer, larger operations.** q, k and v come from one matrix product (the three 1x1 convs' weights
+  stacked), and the convolution path's ``fc`` (a 1x1 conv) and ``dep_conv`` (a grouped k x k conv) are
+  applied as their composition, one grouped conv on q, k, v regrouped by head channel. Same function
+  (rounding aside), same parameters and keys.
 * **Positional term folded into the product.** ``pe = conv_p(x, y)`` is affine in the coordinates,
   so ``q . (pe_q - pe_k)`` is a per-query constant (ignored by the softmax) minus
   ``(q . w_x) x_k + (q . w_y) y_k``: two extra channels on q and k.
@@ -234,22 +238,32 @@ class ACmix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
-        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)  # (N, C, H, W) each
-        heads = (n * self.head, self.head_dim, height, width)
+        qkv = self._projections(x)  # (N, 3 * C, H * W): conv1, conv2, conv3 in one product
+        q, k, v = (t.reshape(n * self.head, self.head_dim, height, width) for t in qkv.chunk(3, dim=1))
         geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
 
-        logits = window_attention_logits(q.reshape(heads) * self.head_dim ** -0.5, k.reshape(heads),
-                                          self.conv_p.weight[:, :, 0, 0], geometry)
+        logits = window_attention_logits(q * self.head_dim ** -0.5, k, self.conv_p.weight[:, :, 0, 0], geometry)
         weights = self.softmax(logits)  # (N*head, k_att**2, H', W')
-        out_att = window_attention_apply(weights, v.reshape(heads), geometry)
+        out_att = window_attention_apply(weights, v, geometry)
         out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
 
-        # Convolution path: fc mixes q, k, v per head into kernel_conv**2 shifted features.
-        qkv = torch.cat([t.reshape(n, self.head, self.head_dim * height * width) for t in (q, k, v)], 1)
-        shifted = torch.matmul(self.fc.weight.flatten(1), qkv).unflatten(-1, (self.head_dim, -1))  # == self.fc(qkv)
-        # shifted: (N, k_conv**2, head_dim, H*W)
-        out_conv = self.dep_conv(shifted.transpose(1, 2).reshape(n, -1, height, width))
+        # Convolution path: fc mixes q, k, v per head into kernel_conv**2 features per head channel d, which
+        # dep_conv (groups = head_dim) convolves. Both are linear, so they are applied as one grouped conv
+        # whose weight is dep_conv's composed with fc's, on q, k, v regrouped by d: (N, head_dim * 3 * head, H, W).
+        taps = self.kernel_conv ** 2
+        by_channel = qkv.view(n, 3 * self.head, self.head_dim, height, width).transpose(1, 2)
+        dep = self.dep_conv.weight.view(self.out_planes, taps, taps)  # (out, fc output f, tap)
+        composed = torch.einsum("oft,fm->omt", dep, self.fc.weight.flatten(1))
+        out_conv = F.conv2d(by_channel.reshape(n, -1, height, width),
+                            composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
+                            stride=self.stride, padding=self.kernel_conv // 2, groups=self.head_dim)
         return self.rate1 * out_att + self.rate2 * out_conv
+
+    def _projections(self, x: Tensor) -> Tensor:
+        """``[conv1(x), conv2(x), conv3(x)]`` as ``(N, 3 * out_planes, H * W)``: one matrix product."""
+        weight = torch.cat([conv.weight.flatten(1) for conv in (self.conv1, self.conv2, self.conv3)])
+        bias = torch.cat([conv.bias for conv in (self.conv1, self.conv2, self.conv3)])
+        return torch.baddbmm(bias[None, :, None], weight.expand(x.shape[0], -1, -1), x.flatten(2))
 
     def extra_repr(self) -> str:
         defaults = dict(kernel_att=7, head=4, kernel_conv=3, stride=1, dilation=1)

@@ -64,3 +64,38 @@ def test_gradcheck():
     module = randomise(DCNv2(2, 2, 3, padding=1), scale=0.3).double()
     x = torch.randn(1, 2, 4, 4, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(module, (x,), atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, offset_groups=1),
+                                    dict(stride=(2, 1), padding=(2, 0), dilation=(2, 1), groups=2, offset_groups=4),
+                                    dict(stride=(1, 2), padding=(0, 1), dilation=(1, 1), groups=4, offset_groups=2)])
+@pytest.mark.parametrize("modulated", [False, True])
+def test_sampled_kernel_matches_torchvision_values_and_gradients(config, modulated):
+    """Large offsets (many taps outside the map, some on exact pixel edges) against torchvision's own kernel."""
+    from torchvision.ops import deform_conv2d
+
+    from attnlens.blocks.deform import sampled_deform_conv2d
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 9, 11, dtype=torch.double, generator=generator)
+    weight = torch.randn(8, 8 // config["groups"], 3, 3, dtype=torch.double, generator=generator)
+    bias = torch.randn(8, dtype=torch.double, generator=generator)
+    out_size = [(size + 2 * p - d * 2 - 1) // s + 1 for size, p, d, s in
+                zip((9, 11), config["padding"], config["dilation"], config["stride"])]
+    offset = torch.randn(2, 2 * config["offset_groups"] * 9, *out_size, dtype=torch.double, generator=generator) * 4
+    offset[..., 0, :] = offset[..., 0, :].round()  # integer positions: bilinear weights of exactly 0 and 1
+    mask = torch.rand(2, config["offset_groups"] * 9, *out_size, dtype=torch.double, generator=generator) \
+        if modulated else None
+    inputs = [t.requires_grad_() for t in (x, offset, weight, bias) + ((mask,) if modulated else ())]
+    arguments = dict(stride=config["stride"], padding=config["padding"], dilation=config["dilation"])
+    ours = sampled_deform_conv2d(x, offset, weight, bias, mask=mask, **arguments)
+    expected = deform_conv2d(x, offset, weight, bias, mask=mask, **arguments)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
+    cotangent = torch.randn_like(ours)
+    for got, want, name in zip(torch.autograd.grad(ours, inputs, cotangent),
+                               torch.autograd.grad(expected, inputs, cotangent), ("x", "offset", "weight", "bias", "mask")):
+        if name == "offset":  # bilinear is not differentiable on pixel edges: compare away from them
+            keep = torch.ones_like(got, dtype=torch.bool)
+            keep[..., 0, :] = False
+            got, want = got[keep], want[keep]
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8, msg=name)
