@@ -21,7 +21,7 @@ def running_server(python: str = sys.executable, cwd: Path | None = None, args: 
     """Yield ``(base_url, process)`` of a ready ``python -m attnlens serve`` run in ``cwd``; ``ATTNLENS_*``
     settings come from ``environment``, extra flags from ``args``."""
     port = free_port()
-    env = dict(os.environ, ATTNLENS_DEVICE="cpu", **environment)
+    env = {**os.environ, "ATTNLENS_DEVICE": "cpu", **environment}
     process = subprocess.Popen([python, "-m", "attnlens", "serve", "--port", str(port), *args], env=env, cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
