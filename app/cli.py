@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="interface (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument("--queue-size", type=int, default=None, help="requests admitted at once; more get 503 (default 16)")
-    serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: 8 on CUDA, 1 on CPU)")
+    serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: 8 on CUDA, 4 on CPU)")
     serve.add_argument("--log-level", default=None, help="debug, info, warning ... (default info)")
     serve.add_argument("--models", type=Path, default=None, metavar="FILE.toml",
                        help="serve several models: [[models]] tables with a name and the model options below "

@@ -87,6 +87,8 @@ class Engine:
                 references = self._grad_cam(output, predictions, layer, gradcam)
             predictions = predictions.detach() if isinstance(predictions, Tensor) else \
                 [found.detach() for found in predictions] if predictions is not None else None
+        for record in maps.values():
+            record.heatmap  # noqa: B018 - the batch's heatmaps, once, here on the model's thread (cached)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),

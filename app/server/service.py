@@ -101,7 +101,7 @@ class Service:
                 return
             if self._stopping.is_set():
                 return
-            max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 1)
+            max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 4)
             served.model, served.engine = model, engine
             served.batcher = MicroBatcher(lambda jobs, served=served: self._run_batch(served, jobs), max_batch,
                                           self.settings.batch_window_ms / 1000)

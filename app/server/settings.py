@@ -23,7 +23,7 @@ class Settings(EnvironmentModelOptions):
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")
-    max_batch: int | None = Field(None, ge=1, description="images per forward pass (default: 8 on CUDA, 1 on CPU)")
+    max_batch: int | None = Field(None, ge=1, description="images per forward pass (default: 8 on CUDA, 4 on CPU)")
     batch_window_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for others")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request bodies larger than this get 413")
     max_pixels: int = Field(40_000_000, ge=1, description="images with more pixels get 413 (before decoding)")

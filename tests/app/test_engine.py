@@ -1,4 +1,5 @@
 """The engine on real photos: predictions, one heatmap per block, values consistent with the PNGs."""
+import io
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import attnlens
-from attnlens.analysis.engine import AnalyzeOptions
+from attnlens.analysis.engine import AnalyzeOptions, Engine
 from attnlens.analysis.imaging import decode_image
 from tests.app.conftest import CAT_CLASSES, ESPRESSO
 from tests.helpers import png_of
@@ -161,3 +162,45 @@ def test_precision_is_checked(default_model):
     assert Engine(default_model, "auto").precision == "fp32"  # CPU
     with pytest.raises(ValueError, match="precision"):
         Engine(default_model, "fp8")
+
+
+def test_a_batch_of_four_gives_the_reports_of_four_single_images(default_model, photos):
+    """Through the server's own path (Service, MicroBatcher, max_batch 4): four different photos of one input
+    size run as one batch answer what each answers alone (values, predictions; PNGs aside: a rounding of the
+    last digit can move a colour level)."""
+    import asyncio
+
+    from attnlens.analysis.options import AnalyzeOptions
+    from attnlens.server import Settings
+    from attnlens.server.service import Service
+
+    base = Image.open(io.BytesIO(photos["cat"])).convert("RGB").resize((320, 240))
+    images = [base, base.transpose(Image.FLIP_LEFT_RIGHT), base.rotate(180),
+              Image.open(io.BytesIO(photos["espresso"])).convert("RGB").resize((320, 240))]
+    options = AnalyzeOptions(include_values=True, include_maps=True)
+    engine = Engine(default_model)
+    alone = [engine.analyze(image, options) for image in images]
+    service = Service(Settings(model="efficientnet_lite0", device="cpu", max_batch=4, batch_window_ms=500))
+    service.start(background=False)
+    try:
+        served = service.get(None)
+        jobs = [(*engine.prepare(image), image) for image in images]
+
+        async def together():
+            return await asyncio.gather(*(served.batcher.submit(tuple(tensor.shape), (tensor, options, geometry, 0.0), 60)
+                                          for tensor, geometry, _ in jobs))
+
+        batched = [analysis.report(options) for analysis in asyncio.run(together())]
+        assert list(served.batcher.batch_sizes) == [4]
+    finally:
+        service.stop()
+    for single, in_batch in zip(alone, batched, strict=True):
+        assert [p["index"] for p in single["predictions"]] == [p["index"] for p in in_batch["predictions"]]
+        for a, b in zip(single["blocks"], in_batch["blocks"], strict=True):
+            assert a["id"] == b["id"]
+            np.testing.assert_allclose(b["heatmap"]["values"], a["heatmap"]["values"], rtol=1e-4,
+                                       atol=1e-5 * max(1.0, abs(a["heatmap"]["range"][1])))
+            for name, value in a["maps"].items():
+                np.testing.assert_allclose(np.asarray(b["maps"][name], dtype=float), np.asarray(value, dtype=float),
+                                           rtol=1e-3, atol=1e-4, err_msg=f"{a['id']}/{name}")
+    assert batched[0]["blocks"][0]["heatmap"]["values"] != batched[3]["blocks"][0]["heatmap"]["values"]  # not one image 4x
