@@ -1,10 +1,14 @@
-"""Where the time of one analysis goes, for a 640x480 JPEG, measured in one run.
+"""Where the time of one analysis goes, and what the blocks cost, on real photos, measured in one run.
 
-Prints the median of each stage (decode, resize, forward without capture, forward under capture,
-maps -> report with PNGs, JSON encoding) and the overhead of capture and rendering relative to the
-plain forward pass of the same augmented model; the plain backbone (no blocks) is timed beside it.
+For each photo (the test and sample photos, resized so their long side is 640), the stages take turns
+for ``--repeats`` rounds: decode, resize, the plain backbone's forward (``efficientnet_lite0_plain``), the
+default model's forward without capture, ``Engine.run`` (forward under capture: what the server reports
+as ``timings_ms.forward``, plus the summary heatmaps it reports as ``heatmaps``), and rendering the report
+(PNGs, JSON). It prints the medians with their range, and the ratios: the default model under capture
+over the plain backbone (the blocks' cost), and capture's own overhead. With ``--blocks``, each plugin's
+share of the default model's forward.
 
-    python benchmarks/analyze.py [--repeats 30] [--device cpu] [--threads 2]
+    python benchmarks/analyze.py [--repeats 15] [--device cpu] [--threads 2] [--blocks]
 """
 from __future__ import annotations
 
@@ -25,72 +29,116 @@ sys.path.insert(0, str(ROOT))
 from attnlens.analysis.engine import Engine  # noqa: E402
 from attnlens.analysis.imaging import decode_image  # noqa: E402
 from attnlens.analysis.options import AnalyzeOptions  # noqa: E402
-from attnlens.models.backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
+PHOTOS = [ROOT / "tests" / "data" / "chelsea.jpg", ROOT / "tests" / "data" / "coffee.jpg",
+          ROOT / "static" / "samples" / "astronaut.jpg", ROOT / "static" / "samples" / "rocket.jpg"]
 
-def median_ms(fn, repeats: int, device: torch.device) -> float:
+
+def elapsed_ms(fn, device: torch.device) -> float:
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 1000 * (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+def jpeg(path: Path) -> bytes:
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((640, 640))
     buffer = io.BytesIO()
-    Image.open(ROOT / "static" / "samples" / "cat.jpg").convert("RGB").resize((640, 480)).save(buffer, "JPEG", quality=90)
-    jpeg = buffer.getvalue()
-    model = load_model(device=args.device)
-    engine = Engine(model)
-    plain = EfficientNetLite0().eval().to(model.device)
-    plain.load_state_dict(torch.load(lite0_weights_path(), map_location="cpu", weights_only=True))
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
-    image = decode_image(jpeg)
+
+def stages_of(data: bytes, engine: Engine, plain: Engine) -> dict:
+    image = decode_image(data)
     batch, geometry = engine.prepare(image)
-    normalized = model.normalize(batch.to(model.device))
-    (analysis,) = engine.analyses(engine.run(batch), [geometry])
+    normalized = engine.model.normalize(batch.to(engine.model.device))
+    result = engine.run(batch)
+    (analysis,) = engine.analyses(result, [geometry])
     options = AnalyzeOptions()
-    report = analysis.report(options)
 
-    def forward(module):
+    def no_grad(module):
         def run():
             with torch.no_grad():
                 module(normalized)
         return run
 
-    stages = {
-        "decode (JPEG -> RGB)": median_ms(lambda: decode_image(jpeg), args.repeats, model.device),
-        "resize + tensor": median_ms(lambda: engine.prepare(image), args.repeats, model.device),
-        "forward, plain backbone": median_ms(forward(plain), args.repeats, model.device),
-        "forward, augmented, no capture": median_ms(forward(model.module), args.repeats, model.device),
-        "forward, augmented, capture": median_ms(lambda: engine.run(batch), args.repeats, model.device),
-        "maps -> report (PNGs)": median_ms(lambda: analysis.report(options), args.repeats, model.device),
-        "JSON encoding": median_ms(lambda: json.dumps(report), args.repeats, model.device),
+    return {
+        "decode (JPEG -> RGB)": lambda: decode_image(data),
+        "resize + tensor": lambda: engine.prepare(image),
+        "forward, plain backbone": no_grad(plain.model.module),
+        "forward, default model, no capture": no_grad(engine.model.module),
+        "Engine.run (capture + heatmaps)": lambda: engine.run(batch),
+        "report: PNGs + JSON": lambda: json.dumps(analysis.report(options)),
     }
-    print(f"torch {torch.__version__}, device {model.device}, threads {torch.get_num_threads()}, "
-          f"640x480 JPEG -> input {batch.shape[-1]}x{batch.shape[-2]}, {args.repeats} repeats (median)")
-    for name, ms in stages.items():
-        print(f"  {name:32} {ms:8.2f} ms")
-    base = stages["forward, augmented, no capture"]
-    capture = stages["forward, augmented, capture"] - base
-    render = stages["maps -> report (PNGs)"] + stages["JSON encoding"]
-    total = stages["decode (JPEG -> RGB)"] + stages["resize + tensor"] + stages["forward, augmented, capture"] + render
-    print(f"capture overhead: {capture:+.2f} ms ({100 * capture / base:+.1f}% of the forward pass)")
-    print(f"rendering + encoding: {render:.2f} ms ({100 * render / base:.1f}% of the forward pass)")
-    print(f"blocks' cost: augmented forward / plain backbone forward = {base / stages['forward, plain backbone']:.2f}x")
-    print(f"one analysis end to end: {total:.1f} ms")
+
+
+def block_shares(engine: Engine, batch: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of each plugin (and the stem) inside the default model's forward, timed with hooks."""
+    named = dict(engine.model.module.named_modules())
+    names = [name for name in named if name == "_conv_stem" or name.count(".") == 1 and name.startswith("plugins.")]
+    spent: dict[str, list[float]] = {name: [] for name in names}
+    started: dict[str, float] = {}
+    handles = []
+    for name in names:
+        handles.append(named[name].register_forward_pre_hook(lambda m, a, name=name: started.__setitem__(
+            name, time.perf_counter())))
+        handles.append(named[name].register_forward_hook(lambda m, a, o, name=name: spent[name].append(
+            1000 * (time.perf_counter() - started[name]))))
+    try:
+        with torch.no_grad():
+            for _ in range(repeats):
+                engine.model.module(engine.model.normalize(batch))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: statistics.median(times) for name, times in spent.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--blocks", action="store_true", help="also each plugin's time inside the forward")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = Engine(load_model("efficientnet_lite0", device=args.device))
+    plain = Engine(load_model("efficientnet_lite0_plain", device=args.device))
+    device = engine.model.device
+    photos = {path.name: stages_of(jpeg(path), engine, plain) for path in PHOTOS}
+    times: dict[str, list[float]] = {}
+    for stages in photos.values():  # warm-up
+        for fn in stages.values():
+            fn()
+    for _ in range(args.repeats):  # every stage of every photo takes its turn in each round
+        for stages in photos.values():
+            for name, fn in stages.items():
+                times.setdefault(name, []).append(elapsed_ms(fn, device))
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}; {len(photos)} photos "
+          f"(long side 640 -> short side {engine.model.input_size}), {args.repeats} interleaved rounds: "
+          f"median [range] ms over photos and rounds")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(f"  {name:36} {median[name]:8.2f}  [{min(values):.1f}-{max(values):.1f}]")
+    ratios = {name: [] for name in ("run", "forward")}
+    count = len(times["forward, plain backbone"])
+    for i in range(count):  # per photo and round: the pairs measured side by side
+        ratios["run"].append(times["Engine.run (capture + heatmaps)"][i] / times["forward, plain backbone"][i])
+        ratios["forward"].append(times["forward, default model, no capture"][i] / times["forward, plain backbone"][i])
+    for key, label in (("run", "default model under capture / plain backbone"),
+                       ("forward", "default model without capture / plain backbone")):
+        values = sorted(ratios[key])
+        print(f"{label}: {statistics.median(values):.2f}x (quartiles {values[len(values) // 4]:.2f}-"
+              f"{values[3 * len(values) // 4]:.2f})")
+    capture = median["Engine.run (capture + heatmaps)"] - median["forward, default model, no capture"]
+    print(f"capture's own cost: {capture:+.2f} ms of {median['forward, default model, no capture']:.2f} ms")
+    if args.blocks:
+        batch, _ = engine.prepare(decode_image(jpeg(PHOTOS[0])))
+        shares = block_shares(engine, batch.to(device), args.repeats)
+        print("inside the default model's forward (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
 
 
 if __name__ == "__main__":

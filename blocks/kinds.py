@@ -265,7 +265,8 @@ class DeformMaps(BlockMaps):
     dilation: tuple[int, int]
 
     def compute_heatmap(self) -> Tensor:
-        return self.offsets.float().norm(dim=3).mean(dim=(1, 2))
+        dy, dx = self.offsets.float().unbind(dim=3)  # (norm over that size-2, strided axis is ~100x slower)
+        return torch.sqrt(dy.square() + dx.square()).mean(dim=(1, 2))
 
     def summary(self, i: int) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),

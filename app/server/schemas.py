@@ -117,7 +117,8 @@ class AnalysisResult(BaseModel):
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
     reference: Reference | None = Field(None, description="with include=gradcam: the Grad-CAM reference map")
     timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with Grad-CAM's "
-                                         "backward pass when asked), maps (rendering), total")
+                                         "backward pass when asked), heatmaps (the batch's summary maps), maps "
+                                         "(rendering), total")
 
 
 class ErrorResponse(BaseModel):

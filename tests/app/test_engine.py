@@ -84,7 +84,7 @@ def test_report_shape_and_one_heatmap_per_block(cat_report, default_model):
     assert cat_report["image"] == {"width": 451, "height": 300}
     assert [b["id"] for b in cat_report["blocks"]] == [b.id for b in default_model.blocks]
     assert {b["type"] for b in cat_report["blocks"]} == {"gc", "ca", "acmix", "dcn", "spd"}
-    assert set(cat_report["timings_ms"]) == {"preprocess", "forward", "maps", "total"}
+    assert set(cat_report["timings_ms"]) == {"preprocess", "forward", "heatmaps", "maps", "total"}
     for block in cat_report["blocks"]:
         heatmap = block["heatmap"]
         values = np.asarray(heatmap["values"])
