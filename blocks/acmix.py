@@ -58,6 +58,7 @@ def reflect_indices(size: int, start: int, stop: int, device: torch.device | Non
 
 
 QUERY_TILE = (4, 8)  # queries per block (rows, columns); keys come from the block grown by the window
+CHUNK_ELEMENTS = 2 ** 19  # block products (query x key) computed at once: bounds the peak memory
 
 
 class WindowGeometry:
@@ -93,11 +94,38 @@ class WindowGeometry:
     def blocks_per_map(self) -> int:
         return self.tiles[0] * self.tiles[1]
 
+    def chunks(self, maps: int) -> list[tuple[slice, slice]]:
+        """Split ``maps`` (batch x heads) so that each part's block products stay near ``CHUNK_ELEMENTS``:
+        ``(map rows, block rows)`` slices."""
+        per_map = self.blocks_per_map * self.tile[0] * self.tile[1] * self.key_tile[0] * self.key_tile[1]
+        step = max(1, CHUNK_ELEMENTS // per_map)
+        return [(slice(start, min(maps, start + step)),
+                 slice(start * self.blocks_per_map, min(maps, start + step) * self.blocks_per_map))
+                for start in range(0, maps, step)]
+
     def key_blocks(self, tensor: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
         batch, channels = tensor.shape[:2]
         positions = tensor.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # (B, H*W, C)
         return positions.index_select(1, self.key_index).view(batch * self.blocks_per_map, -1, channels)
+
+    def scatter_keys(self, blocks: Tensor, height: int, width: int) -> Tensor:
+        """Inverse of ``key_blocks`` for gradients: ``(B * blocks, key_tile, C) -> (B, C, H, W)``, summing the
+        copies of each position (block overlaps, reflections)."""
+        channels = blocks.shape[-1]
+        batch = len(blocks) // self.blocks_per_map
+        positions = blocks.new_zeros(batch, height * width, channels)
+        positions.index_add_(1, self.key_index, blocks.reshape(batch, -1, channels))
+        return positions.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+    def dense(self, tensor: Tensor) -> Tensor:
+        """``(B, k * k, H', W')`` window values -> ``(B * blocks, tile, key_tile)``: each query's values on the
+        keys of its block, zero on the keys outside its window."""
+        batch = len(tensor)
+        key_tile = self.key_tile[0] * self.key_tile[1]
+        dense = tensor.new_zeros(batch * self.blocks_per_map, self.tile[0] * self.tile[1], key_tile)
+        self.windows(dense).copy_(self.from_map(tensor))
+        return dense
 
     def query_blocks(self, tensor: Tensor) -> Tensor:
         """``(B, C, H', W')`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded."""
@@ -143,6 +171,83 @@ class WindowGeometry:
         return grid.reshape(-1, channels, rows * tile_rows, cols * tile_cols)[..., :self.out_height, :self.out_width]
 
 
+class _WindowLogits(torch.autograd.Function):
+    """``window_attention_logits`` with a backward through the same blocked products (autograd's generic
+    backward of the strided window view and the key gather is several times slower)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, position_weight: Tensor, g: WindowGeometry) -> Tensor:
+        batch, _, height, width = k.shape
+        q_strided = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
+        weight = position_weight.to(q.dtype)
+        q_position = torch.einsum("bdhw,dc->bchw", q_strided, weight)  # (BH, 2 [x, y], H', W')
+        x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
+        y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
+        queries = g.query_blocks(torch.cat([q_strided, -q_position], 1))  # (BH*blocks, tile, d + 2)
+        keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
+        ctx.save_for_backward(queries, keys, weight)
+        ctx.geometry, ctx.q_shape, ctx.position_dtype = g, q.shape, position_weight.dtype
+        logits = queries.new_empty(batch, g.kernel ** 2, g.out_height, g.out_width)
+        for maps, blocks in g.chunks(batch):
+            logits[maps] = g.to_map(g.windows(torch.bmm(queries[blocks], keys[blocks].transpose(1, 2))))
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad_logits: Tensor):
+        queries, keys, weight = ctx.saved_tensors
+        g, (batch, depth, height, width) = ctx.geometry, ctx.q_shape
+        grad_logits = grad_logits.to(queries.dtype)
+        grad_query_blocks, grad_key_blocks = torch.empty_like(queries), torch.empty_like(keys)
+        for maps, blocks in g.chunks(batch):
+            dense = g.dense(grad_logits[maps])  # (blocks, tile, key_tile)
+            torch.bmm(dense, keys[blocks], out=grad_query_blocks[blocks])
+            torch.bmm(dense.transpose(1, 2), queries[blocks], out=grad_key_blocks[blocks])
+        grad_q = grad_k = grad_weight = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            grad_queries = g.unblock(grad_query_blocks)  # (BH, d + 2, H', W')
+            grad_position = grad_queries[:, depth:]  # d logits / d (-q . w_x, -q . w_y)
+            if ctx.needs_input_grad[0]:
+                grad_strided = grad_queries[:, :depth] - torch.einsum("bchw,dc->bdhw", grad_position, weight)
+                grad_q = grad_strided if g.stride == 1 else grad_strided.new_zeros(batch, depth, height, width)
+                if g.stride != 1:
+                    grad_q[..., ::g.stride, ::g.stride] = grad_strided
+            if ctx.needs_input_grad[2]:
+                q_strided = g.unblock(queries)[:, :depth]
+                grad_weight = -torch.einsum("bdhw,bchw->dc", q_strided, grad_position).to(ctx.position_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_k = g.scatter_keys(grad_key_blocks[..., :depth], height, width)
+        return grad_q, grad_k, grad_weight, None
+
+
+class _WindowApply(torch.autograd.Function):
+    """``window_attention_apply`` with a backward through the same blocked products."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, v: Tensor, g: WindowGeometry) -> Tensor:
+        values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
+        weights = weights.to(values.dtype)
+        ctx.save_for_backward(weights, values)
+        ctx.geometry, ctx.v_shape, ctx.weights_dtype = g, v.shape, weights.dtype
+        out_blocks = values.new_empty(len(values), g.tile[0] * g.tile[1], values.shape[-1])
+        for maps, blocks in g.chunks(len(weights)):
+            torch.bmm(g.dense(weights[maps]), values[blocks], out=out_blocks[blocks])
+        return g.unblock(out_blocks)  # (BH, d, H', W')
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        weights, values = ctx.saved_tensors
+        g = ctx.geometry
+        grad_blocks = g.query_blocks(grad_out.to(values.dtype))  # (BH*blocks, tile, d)
+        grad_weights, grad_values = torch.empty_like(weights), torch.empty_like(values)
+        for maps, blocks in g.chunks(len(weights)):
+            if ctx.needs_input_grad[0]:
+                grad_weights[maps] = g.to_map(g.windows(torch.bmm(grad_blocks[blocks], values[blocks].transpose(1, 2))))
+            if ctx.needs_input_grad[1]:
+                torch.bmm(g.dense(weights[maps]).transpose(1, 2), grad_blocks[blocks], out=grad_values[blocks])
+        return (grad_weights.to(ctx.weights_dtype) if ctx.needs_input_grad[0] else None,
+                g.scatter_keys(grad_values, *ctx.v_shape[-2:]) if ctx.needs_input_grad[1] else None, None)
+
+
 def window_attention_logits(q: Tensor, k: Tensor, position_weight: Tensor, geometry: WindowGeometry) -> Tensor:
     """ACmix window attention logits ``q . (k + pe_q - pe_k)`` up to a per-query constant: ``(B*heads, k*k, H', W')``.
 
@@ -154,24 +259,12 @@ def window_attention_logits(q: Tensor, k: Tensor, position_weight: Tensor, geome
     into the matrix product as two extra channels: ``[q, -q . w_x, -q . w_y] . [k, x_k, y_k]``. The
     coordinates travel with the keys through the reflection padding, as ``pe_k`` does in the official code.
     """
-    g = geometry
-    batch, _, height, width = k.shape
-    q = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
-    q_position = torch.einsum("bdhw,dc->bchw", q, position_weight.to(q.dtype))  # (BH, 2 [x, y], H', W')
-    x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
-    y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
-    queries = g.query_blocks(torch.cat([q, -q_position], 1))  # (BH*blocks, tile, d + 2)
-    keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
-    return g.to_map(g.windows(torch.bmm(queries, keys.transpose(1, 2))))
+    return _WindowLogits.apply(q, k, position_weight, geometry)
 
 
 def window_attention_apply(weights: Tensor, v: Tensor, geometry: WindowGeometry) -> Tensor:
     """Weighted sum of each window's values: ``(B*heads, k*k, H', W') x (B*heads, d, H, W) -> (B*heads, d, H', W')``."""
-    g = geometry
-    values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
-    dense = weights.new_zeros(len(values), g.tile[0] * g.tile[1], values.shape[1])  # (BH*blocks, tile, key_tile)
-    g.windows(dense).copy_(g.from_map(weights))  # each query's weights on the keys of its block
-    return g.unblock(torch.bmm(dense, values))  # (BH, d, H', W')
+    return _WindowApply.apply(weights, v, geometry)
 
 
 class ACmix(nn.Module):

@@ -206,3 +206,20 @@ def test_attention_received_hand_computed():
     attention[0, 0, 5, 0, 2] = 1.0  # query 2, right tap -> reflected to column 1
     received = attention_received(attention, 1, 3)
     assert received.tolist() == [[[0.0, 2.5, 0.5]]]
+
+
+@pytest.mark.parametrize("config, shape", [
+    (dict(kernel_att=7), (1, 4, 2, 3)),  # a map smaller than the window: keys reflected several times
+    (dict(kernel_att=5, stride=2), (2, 4, 7, 9)),  # odd sizes, stride 2, several blocks
+    (dict(kernel_att=3, dilation=2), (1, 4, 9, 11)),  # dilation
+    (dict(kernel_att=3, stride=2, dilation=3), (1, 4, 9, 10)),
+])
+def test_gradcheck_where_the_official_code_fails(config, shape):
+    """The window products' own backward (blocked, with the key gather reversed) against finite differences."""
+    module = randomise(ACmix(4, 4, head=2, **config)).double()
+    x = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (x,))
+    params = [module.conv_p.weight, module.conv1.weight, module.conv2.weight, module.conv3.weight]
+    assert torch.autograd.gradcheck(lambda *p: torch.func.functional_call(
+        module, dict(zip(["conv_p.weight", "conv1.weight", "conv2.weight", "conv3.weight"], p)), (x,)),
+        tuple(p.detach().requires_grad_() for p in params))
