@@ -127,10 +127,16 @@ class WindowGeometry:
         self.windows(dense).copy_(self.from_map(tensor))
         return dense
 
+    def _padded(self, tensor: Tensor) -> Tensor:
+        """``(..., H', W')`` zero padded to whole tiles (the tensor itself when they fit)."""
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        extra = (cols * tile_cols - self.out_width, rows * tile_rows - self.out_height)
+        return F.pad(tensor, (0, extra[0], 0, extra[1])) if any(extra) else tensor
+
     def query_blocks(self, tensor: Tensor) -> Tensor:
         """``(B, C, H', W')`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded."""
         (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
-        padded = F.pad(tensor, (0, cols * tile_cols - self.out_width, 0, rows * tile_rows - self.out_height))
+        padded = self._padded(tensor)
         blocks = padded.unflatten(2, (rows, tile_rows)).unflatten(4, (cols, tile_cols))  # (B, C, r, tr, c, tc)
         return blocks.permute(0, 2, 4, 3, 5, 1).reshape(-1, tile_rows * tile_cols, tensor.shape[1])
 
@@ -156,11 +162,19 @@ class WindowGeometry:
                                                              self.tiles[1] * self.tile[1])
         return flat[..., :self.out_height, :self.out_width]
 
+    def write_map(self, windows: Tensor, out: Tensor) -> None:
+        """``out.copy_(to_map(windows))``, in one copy when the queries fill whole tiles."""
+        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
+        if (rows * tile_rows, cols * tile_cols) != (self.out_height, self.out_width) or not out.is_contiguous():
+            out.copy_(self.to_map(windows))
+            return
+        grid = out.view(len(out), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
+        grid.permute(0, 3, 5, 4, 6, 1, 2).copy_(windows)
+
     def from_map(self, tensor: Tensor) -> Tensor:
         """Inverse of ``to_map``, padding with zeros: ``(B, k * k, H', W') -> (B, r, c, tr, tc, k, k)``."""
         (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
-        padded = F.pad(tensor, (0, cols * tile_cols - self.out_width, 0, rows * tile_rows - self.out_height))
-        blocks = padded.reshape(len(tensor), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
+        blocks = self._padded(tensor).reshape(len(tensor), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
         return blocks.permute(0, 3, 5, 4, 6, 1, 2)
 
     def unblock(self, blocks: Tensor) -> Tensor:
@@ -189,7 +203,7 @@ class _WindowLogits(torch.autograd.Function):
         ctx.geometry, ctx.q_shape, ctx.position_dtype = g, q.shape, position_weight.dtype
         logits = queries.new_empty(batch, g.kernel ** 2, g.out_height, g.out_width)
         for maps, blocks in g.chunks(batch):
-            logits[maps] = g.to_map(g.windows(torch.bmm(queries[blocks], keys[blocks].transpose(1, 2))))
+            g.write_map(g.windows(torch.bmm(queries[blocks], keys[blocks].transpose(1, 2))), logits[maps])
         return logits
 
     @staticmethod
@@ -241,7 +255,7 @@ class _WindowApply(torch.autograd.Function):
         grad_weights, grad_values = torch.empty_like(weights), torch.empty_like(values)
         for maps, blocks in g.chunks(len(weights)):
             if ctx.needs_input_grad[0]:
-                grad_weights[maps] = g.to_map(g.windows(torch.bmm(grad_blocks[blocks], values[blocks].transpose(1, 2))))
+                g.write_map(g.windows(torch.bmm(grad_blocks[blocks], values[blocks].transpose(1, 2))), grad_weights[maps])
             if ctx.needs_input_grad[1]:
                 torch.bmm(g.dense(weights[maps]).transpose(1, 2), grad_blocks[blocks], out=grad_values[blocks])
         return (grad_weights.to(ctx.weights_dtype) if ctx.needs_input_grad[0] else None,
