@@ -237,3 +237,13 @@ def test_concurrent_captures_on_one_model_stay_apart():
         thread.join()
     assert not errors, errors
     assert all_hooks(model) == 0
+
+
+def test_a_module_whose_children_change_is_read_again():
+    """Recognition is remembered per module (capture is called per request), but not past a change of children."""
+    holder = nn.Sequential(nn.Module())
+    assert find_blocks(holder) == {}
+    block = holder[0]
+    for name in ("conv1", "bn1", "conv_h", "conv_w"):  # CA's structure, added afterwards
+        setattr(block, name, nn.Identity())
+    assert find_blocks(holder) == {"0": "ca"}
