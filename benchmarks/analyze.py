@@ -6,9 +6,10 @@ default model's forward without capture, ``Engine.run`` (forward under capture: 
 as ``timings_ms.forward``, plus the summary heatmaps it reports as ``heatmaps``), and rendering the report
 (PNGs, JSON). It prints the medians with their range, and the ratios: the default model under capture
 over the plain backbone (the blocks' cost), and capture's own overhead. With ``--blocks``, each plugin's
-share of the default model's forward.
+share of the default model's forward. With ``--served``, the same ratio as the real server reports it: one
+``attnlens serve`` offering both models, the photos posted to each in turn, their ``timings_ms.forward``.
 
-    python benchmarks/analyze.py [--repeats 15] [--device cpu] [--threads 2] [--blocks]
+    python benchmarks/analyze.py [--repeats 15] [--device cpu] [--threads 2] [--blocks] [--served]
 """
 from __future__ import annotations
 
@@ -97,12 +98,43 @@ def block_shares(engine: Engine, batch: torch.Tensor, repeats: int) -> dict[str,
     return {name: statistics.median(times) for name, times in spent.items()}
 
 
+def served_ratio(repeats: int, device: str) -> None:
+    """The server's own ``timings_ms.forward``: default model vs plain backbone, same photos, taking turns."""
+    import tempfile
+
+    import httpx
+
+    from tests.serving import running_server
+
+    photos = [jpeg(path) for path in PHOTOS]
+    with tempfile.TemporaryDirectory() as folder:
+        models = Path(folder) / "models.toml"
+        models.write_text('[[models]]\nname = "default"\nmodel = "efficientnet_lite0"\n\n'
+                          '[[models]]\nname = "plain"\nmodel = "efficientnet_lite0_plain"\n')
+        with running_server(args=("--models", str(models)), ATTNLENS_DEVICE=device, ATTNLENS_MAX_BATCH="1") as (base, _), \
+                httpx.Client(timeout=60) as client:
+            forward: dict[str, list[float]] = {"default": [], "plain": []}
+            for round_ in range(repeats + 1):
+                for data in photos:
+                    for name in forward:
+                        answer = client.post(f"{base}/api/v1/analyze", params={"model": name},
+                                             files={"file": ("photo.jpg", data, "image/jpeg")}).json()
+                        if round_:  # the first round warms up
+                            forward[name].append(answer["timings_ms"]["forward"])
+    ratios = sorted(a / b for a, b in zip(forward["default"], forward["plain"]))
+    print(f"server timings_ms.forward, {len(photos)} photos x {repeats} rounds: default "
+          f"{statistics.median(forward['default']):.2f} ms, plain backbone {statistics.median(forward['plain']):.2f} ms; "
+          f"ratio {statistics.median(ratios):.2f}x (quartiles {ratios[len(ratios) // 4]:.2f}-"
+          f"{ratios[3 * len(ratios) // 4]:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--blocks", action="store_true", help="also each plugin's time inside the forward")
+    parser.add_argument("--served", action="store_true", help="also the ratio of the server's own timings_ms.forward")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine(load_model("efficientnet_lite0", device=args.device))
@@ -139,6 +171,8 @@ def main() -> None:
         batch, _ = engine.prepare(decode_image(jpeg(PHOTOS[0])))
         shares = block_shares(engine, batch.to(device), args.repeats)
         print("inside the default model's forward (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
+    if args.served:
+        served_ratio(args.repeats, args.device)
 
 
 if __name__ == "__main__":
