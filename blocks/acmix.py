@@ -105,17 +105,26 @@ class WindowGeometry:
 
     def key_blocks(self, tensor: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
-        batch, channels = tensor.shape[:2]
-        positions = tensor.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # (B, H*W, C)
-        return positions.index_select(1, self.key_index).view(batch * self.blocks_per_map, -1, channels)
+        batch, channels, height, width = tensor.shape
+        positions = tensor.permute(0, 2, 3, 1).reshape(-1, channels)  # (B*H*W, C)
+        keys = positions.index_select(0, self._batch_index(batch, height * width))
+        return keys.view(batch * self.blocks_per_map, -1, channels)
+
+    def _batch_index(self, batch: int, positions: int) -> Tensor:
+        """``key_index`` for each of ``batch`` maps of ``positions`` rows stacked in one (row-wise gathers and
+        adds along the first axis are the fast ones)."""
+        if batch == 1:
+            return self.key_index
+        offsets = torch.arange(batch, device=self.key_index.device) * positions
+        return (self.key_index[None, :] + offsets[:, None]).flatten()
 
     def scatter_keys(self, blocks: Tensor, height: int, width: int) -> Tensor:
         """Inverse of ``key_blocks`` for gradients: ``(B * blocks, key_tile, C) -> (B, C, H, W)``, summing the
         copies of each position (block overlaps, reflections)."""
         channels = blocks.shape[-1]
         batch = len(blocks) // self.blocks_per_map
-        positions = blocks.new_zeros(batch, height * width, channels)
-        positions.index_add_(1, self.key_index, blocks.reshape(batch, -1, channels))
+        positions = blocks.new_zeros(batch * height * width, channels)
+        positions.index_add_(0, self._batch_index(batch, height * width), blocks.reshape(-1, channels))
         return positions.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
     def dense(self, tensor: Tensor) -> Tensor:
