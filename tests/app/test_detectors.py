@@ -164,6 +164,13 @@ def test_cli_refuses_then_reads_a_checkpoint(tmp_path, photo_with_square):
 
     assert_square_found(json.loads(run.stdout), tolerance=3.0)  # JPEG edges
     assert (tmp_path / "out" / "square" / "detections.png").is_file()
+    import os
+
+    from_environment = subprocess.run([sys.executable, "-m", "attnlens", "analyze", str(image), "--model", str(path),
+                                       "--json"], capture_output=True, text=True,
+                                      env={**os.environ, "ATTNLENS_TRUST_CHECKPOINT": "1", "ATTNLENS_DEVICE": "cpu"})
+    assert from_environment.returncode == 0, from_environment.stderr  # the same ATTNLENS_* options as serve
+    assert_square_found(json.loads(from_environment.stdout), tolerance=3.0)
 
 
 def test_server_serves_a_detector_checkpoint(tmp_path, photo_with_square):
