@@ -194,6 +194,12 @@ class WindowGeometry:
         return grid.reshape(-1, channels, rows * tile_rows, cols * tile_cols)[..., :self.out_height, :self.out_width]
 
 
+def _channel_product(matrix: Tensor, maps: Tensor) -> Tensor:
+    """``matrix`` ``(C', C)`` applied to the channels of ``maps`` ``(B, C, H, W)``: ``(B, C', H, W)`` (a 1x1
+    convolution, as one matrix product; einsum transposes the maps first)."""
+    return torch.matmul(matrix, maps.flatten(2)).unflatten(2, maps.shape[-2:])
+
+
 class _WindowLogits(torch.autograd.Function):
     """``window_attention_logits`` with a backward through the same blocked products (autograd's generic
     backward of the strided window view and the key gather is several times slower)."""
@@ -203,7 +209,7 @@ class _WindowLogits(torch.autograd.Function):
         batch, _, height, width = k.shape
         q_strided = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
         weight = position_weight.to(q.dtype)
-        q_position = torch.einsum("bdhw,dc->bchw", q_strided, weight)  # (BH, 2 [x, y], H', W')
+        q_position = _channel_product(weight.t(), q_strided)  # (BH, 2 [x, y], H', W')
         x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
         y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
         queries = g.query_blocks(torch.cat([q_strided, -q_position], 1))  # (BH*blocks, tile, d + 2)
@@ -230,13 +236,14 @@ class _WindowLogits(torch.autograd.Function):
             grad_queries = g.unblock(grad_query_blocks)  # (BH, d + 2, H', W')
             grad_position = grad_queries[:, depth:]  # d logits / d (-q . w_x, -q . w_y)
             if ctx.needs_input_grad[0]:
-                grad_strided = grad_queries[:, :depth] - torch.einsum("bchw,dc->bdhw", grad_position, weight)
+                grad_strided = grad_queries[:, :depth] - _channel_product(weight, grad_position)
                 grad_q = grad_strided if g.stride == 1 else grad_strided.new_zeros(batch, depth, height, width)
                 if g.stride != 1:
                     grad_q[..., ::g.stride, ::g.stride] = grad_strided
             if ctx.needs_input_grad[2]:
                 q_strided = g.unblock(queries)[:, :depth]
-                grad_weight = -torch.einsum("bdhw,bchw->dc", q_strided, grad_position).to(ctx.position_dtype)
+                grad_weight = -torch.einsum("bdp,bcp->dc", q_strided.flatten(2), grad_position.flatten(2)).to(
+                    ctx.position_dtype)
         if ctx.needs_input_grad[1]:
             grad_k = g.scatter_keys(grad_key_blocks[..., :depth], height, width)
         return grad_q, grad_k, grad_weight, None
