@@ -68,7 +68,7 @@ class Engine:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
         ``gradcam``: one target per image (None: the top one) for Grad-CAM references, computed from the same
-        pass (gradients only then; inference mode otherwise). ``TargetError`` for a target the output lacks."""
+        pass (gradients only then; ``no_grad`` otherwise). ``TargetError`` for a target the output lacks."""
         start = time.perf_counter()
         model = self.model
         autocast = torch.autocast(model.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
@@ -85,8 +85,8 @@ class Engine:
                 output = model.forward(batch.detach().requires_grad_(True))  # a graph even if no weight needs one
                 predictions = model.reader.read(output)
                 references = self._grad_cam(output, predictions, layer, gradcam)
-            predictions = predictions.detach() if isinstance(predictions, Tensor) else \
-                [found.detach() for found in predictions] if predictions is not None else None
+            predictions = predictions.detach() if model.task == "classify" else \
+                [found.detach() for found in predictions] if model.task == "detect" else None
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         forward_ms = 1000 * (time.perf_counter() - start)
@@ -106,9 +106,9 @@ class Engine:
         for i, target in enumerate(targets):
             if target is None and model.task == "detect":
                 target = 0 if len(predictions[i].rows) else None  # nothing detected: nothing to explain
-            elif target is None:
+            elif target is None and model.task == "classify":
                 target = int(predictions[i].argmax())
-            chosen.append(target)
+            chosen.append(0 if target is None and model.task == "maps" else target)  # maps: the reader refuses
         scores = [model.reader.score(output, predictions, i, target) for i, target in enumerate(chosen)
                   if target is not None]
         if layer.output is None:

@@ -24,10 +24,8 @@ pages = APIRouter(include_in_schema=False)
 @pages.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     service = request.app.state.service
-    return TEMPLATES.TemplateResponse(request, "index.html", {
-        "version": __version__, "model": service.get(None).model, "default": service.default,
-        "models": [served.model for served in service.served.values() if served.model is not None],
-        "ready": service.ready})
+    return TEMPLATES.TemplateResponse(request, "index.html", {"version": __version__, "model": service.get(None).model,
+                                                              "ready": service.ready})
 
 
 @pages.get("/docs", response_class=HTMLResponse)

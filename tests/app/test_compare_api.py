@@ -174,6 +174,9 @@ def test_grad_cam_of_a_detection_by_hand():
     with pytest.raises(TargetError, match="detection.s rank from 0 to"):
         attnlens.analyze(model, image, gradcam=True, target=5)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.module.modules())  # released, also on errors
+    features = load_model("tests.app.yolo_models:features", device="cpu")
+    with pytest.raises(TargetError, match="task maps"):
+        attnlens.analyze(features, image, gradcam=True)
 
 
 def test_the_feature_stage_is_found_by_structure():
