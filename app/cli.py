@@ -187,7 +187,7 @@ def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .analysis.engine import Engine
-    from .analysis.figure import FIGURE_FORMATS
+    from .analysis.figure import FIGURE_FORMATS, save_figure
     from .analysis.imaging import ImageError, decode_image
     from .analysis.options import AnalyzeOptions
     from .models import ModelLoadError, load_model
@@ -236,7 +236,7 @@ def analyze(args: argparse.Namespace) -> int:
         if args.figure:
             target = args.figure if len(args.images) == 1 else \
                 args.figure.with_name(f"{args.figure.stem}-{_safe_name(path.stem)}{args.figure.suffix}")
-            analysis.save_figure(target, args.colormap)
+            save_figure(image, report, target, args.colormap, strides)  # the report made above, with values
         if args.json:
             print(json.dumps(report if args.values else _without_values(report)), flush=True)
         elif not args.out or len(args.images) == 1:
