@@ -9,8 +9,9 @@ official forward works, its function. Where we differ:
 
 * **No unfold.** The official code materialises ``kernel_att**2`` copies of K, V and the positional
   encoding with ``nn.Unfold``. We group queries in small blocks that attend densely to the keys their
-  windows cover (one batched matrix product) and read each query's taps off a strided view of the
-  product, so the peak extra memory is a few copies of one feature map, not ``kernel_att**2``.
+  windows cover (one batched matrix product), with the keys outside each query's window masked out of
+  the softmax, and work through the blocks in cache-sized parts, so the peak extra memory is a few
+  copies of one feature map, not ``kernel_att**2``. The backward recomputes the weights part by part.
 * **Fewer, larger operations.** q, k and v come from one matrix product (the three 1x1 convs' weights
   stacked), and the convolution path's ``fc`` (a 1x1 conv) and ``dep_conv`` (a grouped k x k conv) are
   applied as their composition, one grouped conv on q, k, v regrouped by head channel. Same function
@@ -36,10 +37,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 __all__ = [
-    "ACmix", "WindowGeometry", "attention_received", "reflect_indices", "window_attention_apply",
-    "window_attention_logits",
+    "ACmix", "WindowGeometry", "attention_received", "reflect_indices", "window_attention",
 ]
 
 
@@ -118,23 +119,16 @@ class WindowGeometry:
         offsets = torch.arange(batch, device=self.key_index.device) * positions
         return (self.key_index[None, :] + offsets[:, None]).flatten()
 
-    def scatter_keys(self, blocks: Tensor, height: int, width: int) -> Tensor:
-        """Inverse of ``key_blocks`` for gradients: ``(B * blocks, key_tile, C) -> (B, C, H, W)``, summing the
-        copies of each position (block overlaps, reflections)."""
-        channels = blocks.shape[-1]
-        batch = len(blocks) // self.blocks_per_map
-        positions = blocks.new_zeros(batch * height * width, channels)
-        positions.index_add_(0, self._batch_index(batch, height * width), blocks.reshape(-1, channels))
-        return positions.view(batch, height, width, channels).permute(0, 3, 1, 2)
-
-    def dense(self, tensor: Tensor) -> Tensor:
-        """``(B, k * k, H', W')`` window values -> ``(B * blocks, tile, key_tile)``: each query's values on the
-        keys of its block, zero on the keys outside its window."""
-        batch = len(tensor)
-        key_tile = self.key_tile[0] * self.key_tile[1]
-        dense = tensor.new_zeros(batch * self.blocks_per_map, self.tile[0] * self.tile[1], key_tile)
-        self.windows(dense).copy_(self.from_map(tensor))
-        return dense
+    def window_mask(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``(tile, key_tile)``, added to every block's products: 0 where a key is in the query's window, -inf
+        elsewhere (the same for every block), so a softmax over a block's keys is the softmax over the window."""
+        (tile_rows, tile_cols), (key_rows, key_cols) = self.tile, self.key_tile
+        taps = torch.arange(self.kernel, device=device) * self.dilation
+        rows = (torch.arange(tile_rows, device=device) * self.stride)[:, None] + taps  # (tile rows, k)
+        cols = (torch.arange(tile_cols, device=device) * self.stride)[:, None] + taps
+        window = (rows[:, None, :, None] * key_cols + cols[None, :, None, :]).reshape(tile_rows * tile_cols, -1)
+        mask = torch.full((tile_rows * tile_cols, key_rows * key_cols), -math.inf, dtype=dtype, device=device)
+        return mask.scatter_(1, window, 0.0)
 
     def _padded(self, tensor: Tensor) -> Tensor:
         """``(..., H', W')`` zero padded to whole tiles (the tensor itself when they fit)."""
@@ -180,12 +174,6 @@ class WindowGeometry:
         grid = out.view(len(out), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
         grid.permute(0, 3, 5, 4, 6, 1, 2).copy_(windows)
 
-    def from_map(self, tensor: Tensor) -> Tensor:
-        """Inverse of ``to_map``, padding with zeros: ``(B, k * k, H', W') -> (B, r, c, tr, tc, k, k)``."""
-        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
-        blocks = self._padded(tensor).reshape(len(tensor), self.kernel, self.kernel, rows, tile_rows, cols, tile_cols)
-        return blocks.permute(0, 3, 5, 4, 6, 1, 2)
-
     def unblock(self, blocks: Tensor) -> Tensor:
         """``(B * blocks, tile, C) -> (B, C, H', W')``."""
         (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
@@ -200,101 +188,82 @@ def _channel_product(matrix: Tensor, maps: Tensor) -> Tensor:
     return torch.matmul(matrix, maps.flatten(2)).unflatten(2, maps.shape[-2:])
 
 
-class _WindowLogits(torch.autograd.Function):
-    """``window_attention_logits`` with a backward through the same blocked products (autograd's generic
-    backward of the strided window view and the key gather is several times slower)."""
+def window_attention(q: Tensor, k: Tensor, v: Tensor, position_weight: Tensor, geometry: WindowGeometry,
+                     logits_out: Tensor | None = None) -> Tensor:
+    """ACmix window attention: each query's softmax over its window of ``q . (k + pe_q - pe_k)``, applied to v.
 
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, position_weight: Tensor, g: WindowGeometry) -> Tensor:
-        batch, _, height, width = k.shape
-        q_strided = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
-        weight = position_weight.to(q.dtype)
-        q_position = _channel_product(weight.t(), q_strided)  # (BH, 2 [x, y], H', W')
-        x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
-        y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
-        queries = g.query_blocks(torch.cat([q_strided, -q_position], 1))  # (BH*blocks, tile, d + 2)
-        keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
-        ctx.save_for_backward(queries, keys, weight)
-        ctx.geometry, ctx.q_shape, ctx.position_dtype = g, q.shape, position_weight.dtype
-        logits = queries.new_empty(batch, g.kernel ** 2, g.out_height, g.out_width)
-        for maps, blocks in g.chunks(batch):
-            g.write_map(g.windows(torch.bmm(queries[blocks], keys[blocks].transpose(1, 2))), logits[maps])
-        return logits
-
-    @staticmethod
-    def backward(ctx, grad_logits: Tensor):
-        queries, keys, weight = ctx.saved_tensors
-        g, (batch, depth, height, width) = ctx.geometry, ctx.q_shape
-        grad_logits = grad_logits.to(queries.dtype)
-        grad_query_blocks, grad_key_blocks = torch.empty_like(queries), torch.empty_like(keys)
-        for maps, blocks in g.chunks(batch):
-            dense = g.dense(grad_logits[maps])  # (blocks, tile, key_tile)
-            torch.bmm(dense, keys[blocks], out=grad_query_blocks[blocks])
-            torch.bmm(dense.transpose(1, 2), queries[blocks], out=grad_key_blocks[blocks])
-        grad_q = grad_k = grad_weight = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
-            grad_queries = g.unblock(grad_query_blocks)  # (BH, d + 2, H', W')
-            grad_position = grad_queries[:, depth:]  # d logits / d (-q . w_x, -q . w_y)
-            if ctx.needs_input_grad[0]:
-                grad_strided = grad_queries[:, :depth] - _channel_product(weight, grad_position)
-                grad_q = grad_strided if g.stride == 1 else grad_strided.new_zeros(batch, depth, height, width)
-                if g.stride != 1:
-                    grad_q[..., ::g.stride, ::g.stride] = grad_strided
-            if ctx.needs_input_grad[2]:
-                q_strided = g.unblock(queries)[:, :depth]
-                grad_weight = -torch.einsum("bdp,bcp->dc", q_strided.flatten(2), grad_position.flatten(2)).to(
-                    ctx.position_dtype)
-        if ctx.needs_input_grad[1]:
-            grad_k = g.scatter_keys(grad_key_blocks[..., :depth], height, width)
-        return grad_q, grad_k, grad_weight, None
-
-
-class _WindowApply(torch.autograd.Function):
-    """``window_attention_apply`` with a backward through the same blocked products."""
-
-    @staticmethod
-    def forward(ctx, weights: Tensor, v: Tensor, g: WindowGeometry) -> Tensor:
-        values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
-        weights = weights.to(values.dtype)
-        ctx.save_for_backward(weights, values)
-        ctx.geometry, ctx.v_shape, ctx.weights_dtype = g, v.shape, weights.dtype
-        out_blocks = values.new_empty(len(values), g.tile[0] * g.tile[1], values.shape[-1])
-        for maps, blocks in g.chunks(len(weights)):
-            torch.bmm(g.dense(weights[maps]), values[blocks], out=out_blocks[blocks])
-        return g.unblock(out_blocks)  # (BH, d, H', W')
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        weights, values = ctx.saved_tensors
-        g = ctx.geometry
-        grad_blocks = g.query_blocks(grad_out.to(values.dtype))  # (BH*blocks, tile, d)
-        grad_weights, grad_values = torch.empty_like(weights), torch.empty_like(values)
-        for maps, blocks in g.chunks(len(weights)):
-            if ctx.needs_input_grad[0]:
-                g.write_map(g.windows(torch.bmm(grad_blocks[blocks], values[blocks].transpose(1, 2))), grad_weights[maps])
-            if ctx.needs_input_grad[1]:
-                torch.bmm(g.dense(weights[maps]).transpose(1, 2), grad_blocks[blocks], out=grad_values[blocks])
-        return (grad_weights.to(ctx.weights_dtype) if ctx.needs_input_grad[0] else None,
-                g.scatter_keys(grad_values, *ctx.v_shape[-2:]) if ctx.needs_input_grad[1] else None, None)
-
-
-def window_attention_logits(q: Tensor, k: Tensor, position_weight: Tensor, geometry: WindowGeometry) -> Tensor:
-    """ACmix window attention logits ``q . (k + pe_q - pe_k)`` up to a per-query constant: ``(B*heads, k*k, H', W')``.
-
-    q: ``(B*heads, head_dim, H, W)``, already scaled by ``head_dim ** -0.5``; k: the same shape.
-    position_weight: ``(head_dim, 2)``, the weight of ``conv_p`` on the (x, y) coordinates.
+    q, k, v: ``(B*heads, head_dim, H, W)``, q already scaled by ``head_dim ** -0.5``; position_weight:
+    ``(head_dim, 2)``, the weight of ``conv_p`` on the (x, y) coordinates. Returns ``(B*heads, head_dim, H', W')``.
+    ``logits_out`` ``(B*heads, k*k, H', W')``, when given, receives the logits in the official layout.
 
     ``pe = conv_p(x, y)`` is affine, so ``q . (pe_q - pe_k) = q . pe_q - (q . w_x) x_k - (q . w_y) y_k``.
     The first term is constant over a query's window and cancels in the softmax; the others are folded
     into the matrix product as two extra channels: ``[q, -q . w_x, -q . w_y] . [k, x_k, y_k]``. The
     coordinates travel with the keys through the reflection padding, as ``pe_k`` does in the official code.
+    Each block of queries meets every key its windows cover in one matrix product; the keys outside a
+    query's window are masked to -inf, so the softmax over the block's keys is the softmax over the window
+    and the weighted sum is one more product, with the same keys' values.
     """
-    return _WindowLogits.apply(q, k, position_weight, geometry)
+    g = geometry
+    batch, _, height, width = k.shape
+    q_strided = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
+    q_position = _channel_product(position_weight.to(q.dtype).t(), q_strided)  # (BH, 2 [x, y], H', W')
+    x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
+    y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
+    queries = g.query_blocks(torch.cat([q_strided, -q_position], 1))  # (BH*blocks, tile, d + 2)
+    keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
+    values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
+    return g.unblock(_WindowAttention.apply(queries, keys, values, g, logits_out))
 
 
-def window_attention_apply(weights: Tensor, v: Tensor, geometry: WindowGeometry) -> Tensor:
-    """Weighted sum of each window's values: ``(B*heads, k*k, H', W') x (B*heads, d, H, W) -> (B*heads, d, H', W')``."""
-    return _WindowApply.apply(weights, v, geometry)
+class _WindowAttention(torch.autograd.Function):
+    """Masked block products, softmax and weighted sum, ``(queries, keys, values) -> (BH*blocks, tile, d)``, in
+    parts small enough to stay in cache (``WindowGeometry.chunks``). The backward recomputes each part's
+    weights instead of keeping them all (autograd would, and would zero a whole gradient for each part)."""
+
+    @staticmethod
+    def forward(ctx, queries: Tensor, keys: Tensor, values: Tensor, g: WindowGeometry,
+                logits_out: Tensor | None) -> Tensor:
+        ctx.save_for_backward(queries, keys, values)
+        ctx.geometry = g
+        out = values.new_empty(len(values), queries.shape[1], values.shape[2])
+        for _, blocks, weights in _window_weights(queries, keys, g, logits_out):
+            torch.bmm(weights, values[blocks], out=out[blocks])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        queries, keys, values = ctx.saved_tensors
+        grad_queries, grad_keys, grad_values = (torch.empty_like(t) for t in (queries, keys, values))
+        buffer = None  # for each part's weight gradients: the first part is the largest
+        for _, blocks, weights in _window_weights(queries, keys, ctx.geometry):
+            buffer = torch.empty_like(weights) if buffer is None else buffer
+            torch.bmm(weights.transpose(1, 2), grad_out[blocks], out=grad_values[blocks])
+            grad_weights = torch.bmm(grad_out[blocks], values[blocks].transpose(1, 2), out=buffer[:len(weights)])
+            grad_logits = grad_weights.sub_((grad_weights * weights).sum(-1, keepdim=True)).mul_(weights)
+            torch.bmm(grad_logits, keys[blocks], out=grad_queries[blocks])
+            torch.bmm(grad_logits.transpose(1, 2), queries[blocks], out=grad_keys[blocks])
+        return grad_queries, grad_keys, grad_values, None, None
+
+
+def _window_weights(queries: Tensor, keys: Tensor, g: WindowGeometry, logits_out: Tensor | None = None):
+    """Yield each part's ``(maps, blocks, weights)``: the window weights ``(blocks, tile, key_tile)``, zero outside
+    each query's window. ``logits_out``, when given, receives the logits in the official layout.
+
+    The parts share one buffer (each part's weights are only valid until the next is yielded): a fresh
+    allocation per part costs more in page faults than the part's arithmetic."""
+    mask = g.window_mask(queries.dtype, queries.device)
+    parts = g.chunks(len(queries) // g.blocks_per_map)
+    buffer = queries.new_empty(parts[0][1].stop, *mask.shape)  # the first part is the largest
+    for maps, blocks in parts:
+        logits = torch.baddbmm(mask, queries[blocks], keys[blocks].transpose(1, 2), out=buffer[:blocks.stop - blocks.start])
+        if logits_out is not None:
+            g.write_map(g.windows(logits), logits_out[maps])
+        yield maps, blocks, torch.softmax(logits, dim=-1, out=logits)
+
+
+def _has_forward_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks or _global_forward_pre_hooks)
 
 
 class ACmix(nn.Module):
@@ -310,7 +279,9 @@ class ACmix(nn.Module):
         dilation: dilation of the attention window.
 
     Shapes: ``(N, in_planes, H, W) -> (N, out_planes, ceil(H / stride), ceil(W / stride))``.
-    The submodule ``softmax`` outputs the window attention ``(N*head, kernel_att**2, H', W')``,
+    The submodule ``softmax`` outputs the window attention ``(N*head, kernel_att**2, H', W')``
+    (called only when something hooks it, as ``blocks.capture`` does: the block's own computation
+    never needs this layout),
     tap ``t = i * kernel_att + j`` for window row ``i`` and column ``j``, as in the official code.
 
     Example::
@@ -365,22 +336,26 @@ class ACmix(nn.Module):
         q, k, v = (t.reshape(n * self.head, self.head_dim, height, width) for t in qkv.chunk(3, dim=1))
         geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
 
-        logits = window_attention_logits(q * self.head_dim ** -0.5, k, self.conv_p.weight[:, :, 0, 0], geometry)
-        weights = self.softmax(logits)  # (N*head, k_att**2, H', W')
-        out_att = window_attention_apply(weights, v, geometry)
+        # the window attention in the official layout only when something hooks `softmax` (blocks.capture does)
+        observed = _has_forward_hooks(self.softmax)
+        logits = x.new_empty(n * self.head, self.kernel_att ** 2, geometry.out_height, geometry.out_width) if observed else None
+        out_att = window_attention(q * self.head_dim ** -0.5, k, v, self.conv_p.weight[:, :, 0, 0], geometry, logits)
+        if observed:
+            self.softmax(logits)  # (N*head, k_att**2, H', W')
         out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
 
         # Convolution path: fc mixes q, k, v per head into kernel_conv**2 features per head channel d, which
         # dep_conv (groups = head_dim) convolves. Both are linear, so they are applied as one grouped conv
-        # whose weight is dep_conv's composed with fc's, on q, k, v regrouped by d: (N, head_dim * 3 * head, H, W).
+        # whose weight is dep_conv's composed with fc's (and rate2), on q, k, v regrouped by d, channels last
+        # (the layout in which this grouped conv and its backward are fast on CPU).
         taps = self.kernel_conv ** 2
-        by_channel = qkv.view(n, 3 * self.head, self.head_dim, height, width).transpose(1, 2)
+        by_channel = qkv.view(n, 3 * self.head, self.head_dim, height, width).permute(0, 3, 4, 2, 1)
+        by_channel = by_channel.reshape(n, height, width, -1).permute(0, 3, 1, 2)  # (N, head_dim * 3 * head, H, W)
         dep = self.dep_conv.weight.view(self.out_planes, taps, taps)  # (out, fc output f, tap)
-        composed = torch.einsum("oft,fm->omt", dep, self.fc.weight.flatten(1))
-        out_conv = F.conv2d(by_channel.reshape(n, -1, height, width),
-                            composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
+        composed = torch.einsum("oft,fm->omt", dep, self.fc.weight.flatten(1) * self.rate2)
+        out_conv = F.conv2d(by_channel, composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
                             stride=self.stride, padding=self.kernel_conv // 2, groups=self.head_dim)
-        return self.rate1 * out_att + self.rate2 * out_conv
+        return out_att * self.rate1 + out_conv  # out_conv carries rate2; NCHW first, so the sum is NCHW
 
     def _projections(self, x: Tensor) -> Tensor:
         """``[conv1(x), conv2(x), conv3(x)]`` as ``(N, 3 * out_planes, H * W)``: one matrix product."""

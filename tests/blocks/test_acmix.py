@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlens.blocks import ACmix
+from attnlens.blocks import ACmix, acmix
 from attnlens.blocks.acmix import attention_received, reflect_indices
 from tests.helpers import randomise
 from tests.reference.official_acmix import OfficialACmix
@@ -215,7 +215,7 @@ def test_attention_received_hand_computed():
     (dict(kernel_att=3, stride=2, dilation=3), (1, 4, 9, 10)),
 ])
 def test_gradcheck_where_the_official_code_fails(config, shape):
-    """The window products' own backward (blocked, with the key gather reversed) against finite differences."""
+    """The window attention's own backward (weights recomputed part by part) against finite differences."""
     module = randomise(ACmix(4, 4, head=2, **config)).double()
     x = torch.randn(shape, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(module, (x,))
@@ -223,3 +223,17 @@ def test_gradcheck_where_the_official_code_fails(config, shape):
     assert torch.autograd.gradcheck(lambda *p: torch.func.functional_call(
         module, dict(zip(["conv_p.weight", "conv1.weight", "conv2.weight", "conv3.weight"], p)), (x,)),
         tuple(p.detach().requires_grad_() for p in params))
+
+
+def test_softmax_hook_sees_the_official_attention_in_every_part(monkeypatch):
+    """Our block only lays the attention out officially when `softmax` is hooked; every part must land."""
+    monkeypatch.setattr(acmix, "CHUNK_ELEMENTS", 1)  # one map (image x head) per part
+    official, ours = pair(16, 16, kernel_att=5, head=2)
+    x = torch.randn(2, 16, 11, 13)
+    seen = {}
+    for name, module in (("official", official), ("ours", ours)):
+        module.softmax.register_forward_hook(lambda module, args, output, name=name: seen.__setitem__(name, output))
+        with torch.no_grad():
+            module(x)
+    assert seen["ours"].shape == seen["official"].shape == (4, 25, 11, 13)
+    assert_close(seen["ours"], seen["official"])
