@@ -104,11 +104,10 @@ class WindowGeometry:
                  slice(start * self.blocks_per_map, min(maps, start + step) * self.blocks_per_map))
                 for start in range(0, maps, step)]
 
-    def key_blocks(self, tensor: Tensor) -> Tensor:
-        """``(B, C, H, W) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
-        batch, channels, height, width = tensor.shape
-        positions = tensor.permute(0, 2, 3, 1).reshape(-1, channels)  # (B*H*W, C)
-        keys = positions.index_select(0, self._batch_index(batch, height * width))
+    def key_blocks(self, positions: Tensor) -> Tensor:
+        """``(B, H, W, C) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
+        batch, height, width, channels = positions.shape
+        keys = positions.reshape(-1, channels).index_select(0, self._batch_index(batch, height * width))
         return keys.view(batch * self.blocks_per_map, -1, channels)
 
     def _batch_index(self, batch: int, positions: int) -> Tensor:
@@ -130,18 +129,15 @@ class WindowGeometry:
         mask = torch.full((tile_rows * tile_cols, key_rows * key_cols), -math.inf, dtype=dtype, device=device)
         return mask.scatter_(1, window, 0.0)
 
-    def _padded(self, tensor: Tensor) -> Tensor:
-        """``(..., H', W')`` zero padded to whole tiles (the tensor itself when they fit)."""
+    def query_blocks(self, positions: Tensor) -> Tensor:
+        """``(B, H', W', C)`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded to
+        whole tiles."""
         (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
-        extra = (cols * tile_cols - self.out_width, rows * tile_rows - self.out_height)
-        return F.pad(tensor, (0, extra[0], 0, extra[1])) if any(extra) else tensor
-
-    def query_blocks(self, tensor: Tensor) -> Tensor:
-        """``(B, C, H', W')`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded."""
-        (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
-        padded = self._padded(tensor)
-        blocks = padded.unflatten(2, (rows, tile_rows)).unflatten(4, (cols, tile_cols))  # (B, C, r, tr, c, tc)
-        return blocks.permute(0, 2, 4, 3, 5, 1).reshape(-1, tile_rows * tile_cols, tensor.shape[1])
+        extra_rows, extra_cols = rows * tile_rows - self.out_height, cols * tile_cols - self.out_width
+        if extra_rows or extra_cols:
+            positions = F.pad(positions, (0, 0, 0, extra_cols, 0, extra_rows))
+        blocks = positions.unflatten(1, (rows, tile_rows)).unflatten(3, (cols, tile_cols))  # (B, r, tr, c, tc, C)
+        return blocks.transpose(2, 3).reshape(-1, tile_rows * tile_cols, positions.shape[-1])
 
     def windows(self, products: Tensor) -> Tensor:
         """Taps of every query in block products: ``(B * blocks, tile, key_tile) -> (B, r, c, tr, tc, k, k)``.
@@ -182,19 +178,14 @@ class WindowGeometry:
         return grid.reshape(-1, channels, rows * tile_rows, cols * tile_cols)[..., :self.out_height, :self.out_width]
 
 
-def _channel_product(matrix: Tensor, maps: Tensor) -> Tensor:
-    """``matrix`` ``(C', C)`` applied to the channels of ``maps`` ``(B, C, H, W)``: ``(B, C', H, W)`` (a 1x1
-    convolution, as one matrix product; einsum transposes the maps first)."""
-    return torch.matmul(matrix, maps.flatten(2)).unflatten(2, maps.shape[-2:])
-
-
-def window_attention(q: Tensor, k: Tensor, v: Tensor, position_weight: Tensor, geometry: WindowGeometry,
+def window_attention(q: Tensor, k: Tensor, v: Tensor, q_position: Tensor, geometry: WindowGeometry,
                      logits_out: Tensor | None = None) -> Tensor:
     """ACmix window attention: each query's softmax over its window of ``q . (k + pe_q - pe_k)``, applied to v.
 
-    q, k, v: ``(B*heads, head_dim, H, W)``, q already scaled by ``head_dim ** -0.5``; position_weight:
-    ``(head_dim, 2)``, the weight of ``conv_p`` on the (x, y) coordinates. Returns ``(B*heads, head_dim, H', W')``.
-    ``logits_out`` ``(B*heads, k*k, H', W')``, when given, receives the logits in the official layout.
+    q, k, v: ``(N, heads, H, W, head_dim)``, any strides, q already scaled by ``head_dim ** -0.5``;
+    q_position: ``(N, heads, H, W, 2)``, ``[-q . w_x, -q . w_y]`` with ``w`` the weight of ``conv_p`` on the
+    (x, y) coordinates. Returns ``(N * heads, head_dim, H', W')``. ``logits_out`` ``(N * heads, k*k, H', W')``,
+    when given, receives the logits in the official layout.
 
     ``pe = conv_p(x, y)`` is affine, so ``q . (pe_q - pe_k) = q . pe_q - (q . w_x) x_k - (q . w_y) y_k``.
     The first term is constant over a query's window and cancels in the softmax; the others are folded
@@ -205,14 +196,15 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, position_weight: Tensor, g
     and the weighted sum is one more product, with the same keys' values.
     """
     g = geometry
-    batch, _, height, width = k.shape
-    q_strided = q[..., ::g.stride, ::g.stride]  # (BH, d, H', W')
-    q_position = _channel_product(position_weight.to(q.dtype).t(), q_strided)  # (BH, 2 [x, y], H', W')
-    x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(batch, 1, height, width)
-    y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(batch, 1, height, width)
-    queries = g.query_blocks(torch.cat([q_strided, -q_position], 1))  # (BH*blocks, tile, d + 2)
-    keys = g.key_blocks(torch.cat([k, x, y], 1))  # (BH*blocks, key_tile, d + 2)
-    values = g.key_blocks(v)  # (BH*blocks, key_tile, d)
+    n, heads, height, width, depth = k.shape
+    x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(height, width)
+    y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(height, width)
+    coordinates = torch.stack([x, y], -1).expand(n, heads, height, width, 2)
+    step = g.stride
+    queries = torch.cat([q[:, :, ::step, ::step], q_position[:, :, ::step, ::step]], -1)  # (N, heads, H', W', d + 2)
+    queries = g.query_blocks(queries.flatten(0, 1))  # (N*heads*blocks, tile, d + 2)
+    keys = g.key_blocks(torch.cat([k, coordinates], -1).flatten(0, 1))  # (N*heads*blocks, key_tile, d + 2)
+    values = g.key_blocks(v.reshape(n * heads, height, width, depth))  # (N*heads*blocks, key_tile, d)
     return g.unblock(_WindowAttention.apply(queries, keys, values, g, logits_out))
 
 
@@ -332,36 +324,58 @@ class ACmix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
-        qkv = self._projections(x)  # (N, 3 * C, H * W): conv1, conv2, conv3 in one product
-        q, k, v = (t.reshape(n * self.head, self.head_dim, height, width) for t in qkv.chunk(3, dim=1))
+        qkv, q_position = self._projections(x)
+        q, k, v = qkv.view(n, height, width, self.head_dim, 3, self.head).permute(4, 0, 5, 1, 2, 3)  # (N, head, H, W, d)
+        q_position = q_position.view(n, height, width, self.head, 2).permute(0, 3, 1, 2, 4)
         geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
 
         # the window attention in the official layout only when something hooks `softmax` (blocks.capture does)
         observed = _has_forward_hooks(self.softmax)
         logits = x.new_empty(n * self.head, self.kernel_att ** 2, geometry.out_height, geometry.out_width) if observed else None
-        out_att = window_attention(q * self.head_dim ** -0.5, k, v, self.conv_p.weight[:, :, 0, 0], geometry, logits)
+        out_att = window_attention(q, k, v, q_position, geometry, logits)
         if observed:
             self.softmax(logits)  # (N*head, k_att**2, H', W')
         out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
 
         # Convolution path: fc mixes q, k, v per head into kernel_conv**2 features per head channel d, which
         # dep_conv (groups = head_dim) convolves. Both are linear, so they are applied as one grouped conv
-        # whose weight is dep_conv's composed with fc's (and rate2), on q, k, v regrouped by d, channels last
-        # (the layout in which this grouped conv and its backward are fast on CPU).
+        # whose weight is dep_conv's composed with fc's (and rate2, and undoing the queries' scale), on q, k, v
+        # as the projections lay them out: grouped by d, channels last (where this grouped conv is fast on CPU).
         taps = self.kernel_conv ** 2
-        by_channel = qkv.view(n, 3 * self.head, self.head_dim, height, width).permute(0, 3, 4, 2, 1)
-        by_channel = by_channel.reshape(n, height, width, -1).permute(0, 3, 1, 2)  # (N, head_dim * 3 * head, H, W)
         dep = self.dep_conv.weight.view(self.out_planes, taps, taps)  # (out, fc output f, tap)
-        composed = torch.einsum("oft,fm->omt", dep, self.fc.weight.flatten(1) * self.rate2)
-        out_conv = F.conv2d(by_channel, composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
+        fc = self.fc.weight.flatten(1) * self._part_scale().repeat_interleave(self.head) ** -1 * self.rate2
+        composed = torch.einsum("oft,fm->omt", dep, fc)
+        out_conv = F.conv2d(qkv.view(n, height, width, -1).permute(0, 3, 1, 2),
+                            composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
                             stride=self.stride, padding=self.kernel_conv // 2, groups=self.head_dim)
         return out_att * self.rate1 + out_conv  # out_conv carries rate2; NCHW first, so the sum is NCHW
 
-    def _projections(self, x: Tensor) -> Tensor:
-        """``[conv1(x), conv2(x), conv3(x)]`` as ``(N, 3 * out_planes, H * W)``: one matrix product."""
-        weight = torch.cat([conv.weight.flatten(1) for conv in (self.conv1, self.conv2, self.conv3)])
-        bias = torch.cat([conv.bias for conv in (self.conv1, self.conv2, self.conv3)])
-        return torch.baddbmm(bias[None, :, None], weight.expand(x.shape[0], -1, -1), x.flatten(2))
+    def _part_scale(self) -> Tensor:
+        """The scale of q, k, v in ``_projections``: the queries' ``head_dim ** -0.5``, 1, 1."""
+        return torch.tensor([self.head_dim ** -0.5, 1.0, 1.0], dtype=self.conv1.weight.dtype, device=self.conv1.weight.device)
+
+    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """conv1, conv2, conv3 (q, k, v) and the queries' positional channels, each one matrix product.
+
+        Returns ``(N, H*W, head_dim * 3 * head)``: for every position, channels ``(d, [q * head_dim**-0.5, k, v],
+        head)``, the order in which the convolution path groups them; and ``(N, H*W, head * 2)``: the
+        queries' ``[-q . w_x, -q . w_y] * head_dim**-0.5`` per head (``w``: conv_p's weight, see
+        ``window_attention``).
+        """
+        convs = (self.conv1, self.conv2, self.conv3)
+        scale = self._part_scale()
+        weight = torch.stack([conv.weight.flatten(1) for conv in convs]) * scale[:, None, None]  # (3, C, in)
+        bias = torch.stack([conv.bias for conv in convs]) * scale[:, None]  # (3, C)
+        position_weight = -self.conv_p.weight[:, :, 0, 0]  # (d, 2)
+        query_weight = weight[0].view(self.head, self.head_dim, -1)
+        position_rows = torch.einsum("hdi,dj->hji", query_weight, position_weight).reshape(2 * self.head, -1)
+        position_bias = torch.einsum("hd,dj->hj", bias[0].view(self.head, self.head_dim), position_weight).flatten()
+        weight = weight.view(3, self.head, self.head_dim, -1).permute(2, 0, 1, 3).reshape(3 * self.out_planes, -1)
+        bias = bias.view(3, self.head, self.head_dim).permute(2, 0, 1).flatten()
+        rows = x.flatten(2).transpose(1, 2)  # (N, H*W, in), a view
+        batch = len(x)
+        return (torch.baddbmm(bias, rows, weight.t().expand(batch, -1, -1)),
+                torch.baddbmm(position_bias, rows, position_rows.t().expand(batch, -1, -1)))
 
     def extra_repr(self) -> str:
         defaults = dict(kernel_att=7, head=4, kernel_conv=3, stride=1, dilation=1)
