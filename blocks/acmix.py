@@ -210,48 +210,45 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, q_position: Tensor, geomet
 
 class _WindowAttention(torch.autograd.Function):
     """Masked block products, softmax and weighted sum, ``(queries, keys, values) -> (BH*blocks, tile, d)``, in
-    parts small enough to stay in cache (``WindowGeometry.chunks``). The backward recomputes each part's
-    weights instead of keeping them all (autograd would, and would zero a whole gradient for each part)."""
+    parts small enough to stay in cache (``WindowGeometry.chunks``). Without gradients the parts share one
+    buffer for their weights (a fresh allocation per part costs more in page faults than its arithmetic);
+    with them the weights are kept for the backward (autograd would keep them too, in pieces whose
+    backward writes a whole zero gradient each)."""
 
     @staticmethod
     def forward(ctx, queries: Tensor, keys: Tensor, values: Tensor, g: WindowGeometry,
                 logits_out: Tensor | None) -> Tensor:
-        ctx.save_for_backward(queries, keys, values)
-        ctx.geometry = g
+        keep = any(ctx.needs_input_grad[:3])
+        mask = g.window_mask(queries.dtype, queries.device)
+        parts = g.chunks(len(queries) // g.blocks_per_map)
+        weights = queries.new_empty(len(queries) if keep else parts[0][1].stop, *mask.shape)  # first part: largest
         out = values.new_empty(len(values), queries.shape[1], values.shape[2])
-        for _, blocks, weights in _window_weights(queries, keys, g, logits_out):
-            torch.bmm(weights, values[blocks], out=out[blocks])
+        for maps, blocks in parts:
+            logits = weights[blocks] if keep else weights[:blocks.stop - blocks.start]
+            torch.baddbmm(mask, queries[blocks], keys[blocks].transpose(1, 2), out=logits)
+            if logits_out is not None:
+                g.write_map(g.windows(logits), logits_out[maps])
+            torch.bmm(torch.softmax(logits, dim=-1, out=logits), values[blocks], out=out[blocks])
+        if keep:
+            ctx.save_for_backward(queries, keys, values, weights)
+            ctx.geometry = g
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        queries, keys, values = ctx.saved_tensors
+        queries, keys, values, weights = ctx.saved_tensors
         grad_queries, grad_keys, grad_values = (torch.empty_like(t) for t in (queries, keys, values))
-        buffer = None  # for each part's weight gradients: the first part is the largest
-        for _, blocks, weights in _window_weights(queries, keys, ctx.geometry):
-            buffer = torch.empty_like(weights) if buffer is None else buffer
-            torch.bmm(weights.transpose(1, 2), grad_out[blocks], out=grad_values[blocks])
-            grad_weights = torch.bmm(grad_out[blocks], values[blocks].transpose(1, 2), out=buffer[:len(weights)])
-            grad_logits = grad_weights.sub_((grad_weights * weights).sum(-1, keepdim=True)).mul_(weights)
+        parts = ctx.geometry.chunks(len(queries) // ctx.geometry.blocks_per_map)
+        grad_weights = weights.new_empty(parts[0][1].stop, *weights.shape[1:])  # reused by every part
+        for _, blocks in parts:
+            part_weights, part_grad = weights[blocks], grad_out[blocks]
+            torch.bmm(part_weights.transpose(1, 2), part_grad, out=grad_values[blocks])
+            grad_logits = torch.bmm(part_grad, values[blocks].transpose(1, 2), out=grad_weights[:len(part_weights)])
+            # softmax backward, in place: weights * (grad - sum(grad * weights))
+            torch._softmax_backward_data(grad_logits, part_weights, -1, part_weights.dtype, grad_input=grad_logits)
             torch.bmm(grad_logits, keys[blocks], out=grad_queries[blocks])
             torch.bmm(grad_logits.transpose(1, 2), queries[blocks], out=grad_keys[blocks])
         return grad_queries, grad_keys, grad_values, None, None
-
-
-def _window_weights(queries: Tensor, keys: Tensor, g: WindowGeometry, logits_out: Tensor | None = None):
-    """Yield each part's ``(maps, blocks, weights)``: the window weights ``(blocks, tile, key_tile)``, zero outside
-    each query's window. ``logits_out``, when given, receives the logits in the official layout.
-
-    The parts share one buffer (each part's weights are only valid until the next is yielded): a fresh
-    allocation per part costs more in page faults than the part's arithmetic."""
-    mask = g.window_mask(queries.dtype, queries.device)
-    parts = g.chunks(len(queries) // g.blocks_per_map)
-    buffer = queries.new_empty(parts[0][1].stop, *mask.shape)  # the first part is the largest
-    for maps, blocks in parts:
-        logits = torch.baddbmm(mask, queries[blocks], keys[blocks].transpose(1, 2), out=buffer[:blocks.stop - blocks.start])
-        if logits_out is not None:
-            g.write_map(g.windows(logits), logits_out[maps])
-        yield maps, blocks, torch.softmax(logits, dim=-1, out=logits)
 
 
 def _has_forward_hooks(module: nn.Module) -> bool:
