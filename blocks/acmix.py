@@ -76,6 +76,7 @@ class WindowGeometry:
     def __init__(self, height: int, width: int, kernel: int, stride: int, dilation: int, device: torch.device):
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.pad = dilation * (kernel - 1) // 2
+        self.positions = height * width
         self.out_height = (height - 1) // stride + 1
         self.out_width = (width - 1) // stride + 1
         self.tile = (min(QUERY_TILE[0], self.out_height), min(QUERY_TILE[1], self.out_width))
@@ -104,18 +105,10 @@ class WindowGeometry:
                  slice(start * self.blocks_per_map, min(maps, start + step) * self.blocks_per_map))
                 for start in range(0, maps, step)]
 
-    def key_blocks(self, positions: Tensor) -> Tensor:
-        """``(B, H, W, C) -> (B * blocks, key_tile rows * cols, C)``: each block's keys, reflection padded."""
-        batch, height, width, channels = positions.shape
-        keys = positions.reshape(-1, channels).index_select(0, self._batch_index(batch, height * width))
-        return keys.view(batch * self.blocks_per_map, -1, channels)
-
-    def _batch_index(self, batch: int, positions: int) -> Tensor:
-        """``key_index`` for each of ``batch`` maps of ``positions`` rows stacked in one (row-wise gathers and
-        adds along the first axis are the fast ones)."""
-        if batch == 1:
-            return self.key_index
-        offsets = torch.arange(batch, device=self.key_index.device) * positions
+    def key_rows(self, maps: slice) -> Tensor:
+        """Row of each key of each block of ``maps`` (a range of maps, stacked as ``H * W`` rows each): ``key_index``
+        offset per map (gathers and adds of whole rows are the fast ones)."""
+        offsets = torch.arange(maps.start, maps.stop, device=self.key_index.device) * self.positions
         return (self.key_index[None, :] + offsets[:, None]).flatten()
 
     def window_mask(self, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -203,32 +196,37 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, q_position: Tensor, geomet
     step = g.stride
     queries = torch.cat([q[:, :, ::step, ::step], q_position[:, :, ::step, ::step]], -1)  # (N, heads, H', W', d + 2)
     queries = g.query_blocks(queries.flatten(0, 1))  # (N*heads*blocks, tile, d + 2)
-    keys = g.key_blocks(torch.cat([k, coordinates], -1).flatten(0, 1))  # (N*heads*blocks, key_tile, d + 2)
-    values = g.key_blocks(v.reshape(n * heads, height, width, depth))  # (N*heads*blocks, key_tile, d)
+    keys = torch.cat([k, coordinates], -1).view(-1, depth + 2)  # (N*heads*H*W, d + 2)
+    values = v.reshape(-1, depth)  # (N*heads*H*W, d)
     return g.unblock(_WindowAttention.apply(queries, keys, values, g, logits_out))
 
 
 class _WindowAttention(torch.autograd.Function):
-    """Masked block products, softmax and weighted sum, ``(queries, keys, values) -> (BH*blocks, tile, d)``, in
-    parts small enough to stay in cache (``WindowGeometry.chunks``). Without gradients the parts share one
-    buffer for their weights (a fresh allocation per part costs more in page faults than its arithmetic);
-    with them the weights are kept for the backward (autograd would keep them too, in pieces whose
-    backward writes a whole zero gradient each)."""
+    """Window attention on blocks of queries: ``(B * blocks, tile, d)``. queries ``(B * blocks, tile, c)``;
+    keys ``(B * H * W, c)`` and values ``(B * H * W, d)``, one row per position.
+
+    Works through the maps in parts small enough to stay in cache (``WindowGeometry.chunks``): each part
+    gathers its blocks' keys and values, then multiplies, masks, softmaxes and sums, in buffers the parts
+    share (a fresh allocation per part costs more in page faults than its arithmetic). With gradients the
+    weights are kept; the backward gathers each part's keys and values again and adds their gradients
+    back by position (autograd would keep every gathered block, and zero a whole gradient per part)."""
 
     @staticmethod
     def forward(ctx, queries: Tensor, keys: Tensor, values: Tensor, g: WindowGeometry,
                 logits_out: Tensor | None) -> Tensor:
         keep = any(ctx.needs_input_grad[:3])
         mask = g.window_mask(queries.dtype, queries.device)
-        parts = g.chunks(len(queries) // g.blocks_per_map)
-        weights = queries.new_empty(len(queries) if keep else parts[0][1].stop, *mask.shape)  # first part: largest
-        out = values.new_empty(len(values), queries.shape[1], values.shape[2])
-        for maps, blocks in parts:
-            logits = weights[blocks] if keep else weights[:blocks.stop - blocks.start]
-            torch.baddbmm(mask, queries[blocks], keys[blocks].transpose(1, 2), out=logits)
+        parts = _gathered_parts(g, len(queries) // g.blocks_per_map, keys, values)
+        weights = out = None
+        for maps, blocks, _, part_keys, part_values in parts:
+            if out is None:  # the first part is the largest
+                weights = queries.new_empty(len(queries) if keep else len(part_keys), *mask.shape)
+                out = values.new_empty(len(queries), queries.shape[1], values.shape[1])
+            logits = weights[blocks] if keep else weights[:len(part_keys)]
+            torch.baddbmm(mask, queries[blocks], part_keys.transpose(1, 2), out=logits)
             if logits_out is not None:
                 g.write_map(g.windows(logits), logits_out[maps])
-            torch.bmm(torch.softmax(logits, dim=-1, out=logits), values[blocks], out=out[blocks])
+            torch.bmm(torch.softmax(logits, dim=-1, out=logits), part_values, out=out[blocks])
         if keep:
             ctx.save_for_backward(queries, keys, values, weights)
             ctx.geometry = g
@@ -237,18 +235,38 @@ class _WindowAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         queries, keys, values, weights = ctx.saved_tensors
-        grad_queries, grad_keys, grad_values = (torch.empty_like(t) for t in (queries, keys, values))
-        parts = ctx.geometry.chunks(len(queries) // ctx.geometry.blocks_per_map)
-        grad_weights = weights.new_empty(parts[0][1].stop, *weights.shape[1:])  # reused by every part
-        for _, blocks in parts:
+        g = ctx.geometry
+        grad_queries, grad_keys, grad_values = torch.empty_like(queries), torch.zeros_like(keys), torch.zeros_like(values)
+        buffers = None
+        for _, blocks, index, part_keys, part_values in _gathered_parts(g, len(queries) // g.blocks_per_map, keys, values):
+            count = len(part_keys)
+            if buffers is None:  # the first part is the largest
+                buffers = (torch.empty_like(part_keys), torch.empty_like(part_values),
+                           weights.new_empty(count, *weights.shape[1:]))
             part_weights, part_grad = weights[blocks], grad_out[blocks]
-            torch.bmm(part_weights.transpose(1, 2), part_grad, out=grad_values[blocks])
-            grad_logits = torch.bmm(part_grad, values[blocks].transpose(1, 2), out=grad_weights[:len(part_weights)])
+            grad_part_values = torch.bmm(part_weights.transpose(1, 2), part_grad, out=buffers[1][:count])
+            grad_values.index_add_(0, index, grad_part_values.flatten(0, 1))
+            grad_logits = torch.bmm(part_grad, part_values.transpose(1, 2), out=buffers[2][:count])
             # softmax backward, in place: weights * (grad - sum(grad * weights))
             torch._softmax_backward_data(grad_logits, part_weights, -1, part_weights.dtype, grad_input=grad_logits)
-            torch.bmm(grad_logits, keys[blocks], out=grad_queries[blocks])
-            torch.bmm(grad_logits.transpose(1, 2), queries[blocks], out=grad_keys[blocks])
+            torch.bmm(grad_logits, part_keys, out=grad_queries[blocks])
+            grad_part_keys = torch.bmm(grad_logits.transpose(1, 2), queries[blocks], out=buffers[0][:count])
+            grad_keys.index_add_(0, index, grad_part_keys.flatten(0, 1))
         return grad_queries, grad_keys, grad_values, None, None
+
+
+def _gathered_parts(g: WindowGeometry, maps: int, keys: Tensor, values: Tensor):
+    """Yield ``(maps, blocks, key rows, keys, values)`` of each part of ``g.chunks(maps)``: the part's blocks' keys
+    ``(blocks, key_tile, c)`` and values, gathered into two buffers the parts share."""
+    key_buffer = value_buffer = None
+    for part_maps, blocks in g.chunks(maps):
+        index = g.key_rows(part_maps)
+        if key_buffer is None:  # the first part is the largest
+            key_buffer, value_buffer = keys.new_empty(len(index), keys.shape[1]), values.new_empty(len(index), values.shape[1])
+        count = blocks.stop - blocks.start
+        yield (part_maps, blocks, index,
+               torch.index_select(keys, 0, index, out=key_buffer[:len(index)]).view(count, -1, keys.shape[1]),
+               torch.index_select(values, 0, index, out=value_buffer[:len(index)]).view(count, -1, values.shape[1]))
 
 
 def _has_forward_hooks(module: nn.Module) -> bool:
