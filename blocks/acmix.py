@@ -123,14 +123,14 @@ class WindowGeometry:
         return mask.scatter_(1, window, 0.0)
 
     def query_blocks(self, positions: Tensor) -> Tensor:
-        """``(B, H', W', C)`` at the query positions -> ``(B * blocks, tile rows * cols, C)``, zero padded to
-        whole tiles."""
+        """``(..., H', W', C)`` at the query positions -> ``(B * blocks, tile rows * cols, C)`` (``B``: the leading
+        dimensions' product), zero padded to whole tiles."""
         (rows, cols), (tile_rows, tile_cols) = self.tiles, self.tile
         extra_rows, extra_cols = rows * tile_rows - self.out_height, cols * tile_cols - self.out_width
         if extra_rows or extra_cols:
             positions = F.pad(positions, (0, 0, 0, extra_cols, 0, extra_rows))
-        blocks = positions.unflatten(1, (rows, tile_rows)).unflatten(3, (cols, tile_cols))  # (B, r, tr, c, tc, C)
-        return blocks.transpose(2, 3).reshape(-1, tile_rows * tile_cols, positions.shape[-1])
+        blocks = positions.unflatten(-3, (rows, tile_rows)).unflatten(-2, (cols, tile_cols))  # (..., r, tr, c, tc, C)
+        return blocks.transpose(-4, -3).reshape(-1, tile_rows * tile_cols, positions.shape[-1])
 
     def windows(self, products: Tensor) -> Tensor:
         """Taps of every query in block products: ``(B * blocks, tile, key_tile) -> (B, r, c, tr, tc, k, k)``.
@@ -171,19 +171,18 @@ class WindowGeometry:
         return grid.reshape(-1, channels, rows * tile_rows, cols * tile_cols)[..., :self.out_height, :self.out_width]
 
 
-def window_attention(q: Tensor, k: Tensor, v: Tensor, q_position: Tensor, geometry: WindowGeometry,
+def window_attention(q: Tensor, k: Tensor, v: Tensor, position_weight: Tensor, geometry: WindowGeometry,
                      logits_out: Tensor | None = None) -> Tensor:
     """ACmix window attention: each query's softmax over its window of ``q . (k + pe_q - pe_k)``, applied to v.
 
     q, k, v: ``(N, heads, H, W, head_dim)``, any strides, q already scaled by ``head_dim ** -0.5``;
-    q_position: ``(N, heads, H, W, 2)``, ``[-q . w_x, -q . w_y]`` with ``w`` the weight of ``conv_p`` on the
-    (x, y) coordinates. Returns ``(N * heads, head_dim, H', W')``. ``logits_out`` ``(N * heads, k*k, H', W')``,
-    when given, receives the logits in the official layout.
+    position_weight: ``(head_dim, 2)``, the weight of ``conv_p`` on the (x, y) coordinates. Returns
+    ``(N * heads, head_dim, H', W')``. ``logits_out`` ``(N * heads, k*k, H', W')``, when given, receives the
+    logits in the official layout.
 
-    ``pe = conv_p(x, y)`` is affine, so ``q . (pe_q - pe_k) = q . pe_q - (q . w_x) x_k - (q . w_y) y_k``.
-    The first term is constant over a query's window and cancels in the softmax; the others are folded
-    into the matrix product as two extra channels: ``[q, -q . w_x, -q . w_y] . [k, x_k, y_k]``. The
-    coordinates travel with the keys through the reflection padding, as ``pe_k`` does in the official code.
+    ``q . pe_q`` is the same for every key of a query's window and cancels in the softmax, and so does
+    conv_p's bias, so the logits are ``q . (k - w [x_k, y_k])``: the keys carry their position term, and the
+    reflection at the edges (a gather by source position) carries it along, as ``pe_k`` in the official code.
     Each block of queries meets every key its windows cover in one matrix product; the keys outside a
     query's window are masked to -inf, so the softmax over the block's keys is the softmax over the window
     and the weighted sum is one more product, with the same keys' values.
@@ -192,12 +191,11 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, q_position: Tensor, geomet
     n, heads, height, width, depth = k.shape
     x = torch.linspace(-1.0, 1.0, width, device=k.device, dtype=k.dtype).expand(height, width)
     y = torch.linspace(-1.0, 1.0, height, device=k.device, dtype=k.dtype)[:, None].expand(height, width)
-    coordinates = torch.stack([x, y], -1).expand(n, heads, height, width, 2)
-    step = g.stride
-    queries = torch.cat([q[:, :, ::step, ::step], q_position[:, :, ::step, ::step]], -1)  # (N, heads, H', W', d + 2)
-    queries = g.query_blocks(queries.flatten(0, 1))  # (N*heads*blocks, tile, d + 2)
-    keys = torch.cat([k, coordinates], -1).view(-1, depth + 2)  # (N*heads*H*W, d + 2)
+    position = torch.stack([x, y], -1).view(-1, 2) @ position_weight.to(k.dtype).t()  # (H*W, d), pe less bias
+    keys = k.clone(memory_format=torch.contiguous_format).view(n * heads, -1, depth)
+    keys = keys.sub_(position).view(-1, depth)  # (N*heads*H*W, d)
     values = v.reshape(-1, depth)  # (N*heads*H*W, d)
+    queries = g.query_blocks(q[:, :, ::g.stride, ::g.stride])  # (N*heads*blocks, tile, d)
     return g.unblock(_WindowAttention.apply(queries, keys, values, g, logits_out))
 
 
@@ -339,15 +337,14 @@ class ACmix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
-        qkv, q_position = self._projections(x)
+        qkv = self._projections(x)
         q, k, v = qkv.view(n, height, width, self.head_dim, 3, self.head).permute(4, 0, 5, 1, 2, 3)  # (N, head, H, W, d)
-        q_position = q_position.view(n, height, width, self.head, 2).permute(0, 3, 1, 2, 4)
         geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
 
         # the window attention in the official layout only when something hooks `softmax` (blocks.capture does)
         observed = _has_forward_hooks(self.softmax)
         logits = x.new_empty(n * self.head, self.kernel_att ** 2, geometry.out_height, geometry.out_width) if observed else None
-        out_att = window_attention(q, k, v, q_position, geometry, logits)
+        out_att = window_attention(q, k, v, self.conv_p.weight[:, :, 0, 0], geometry, logits)
         if observed:
             self.softmax(logits)  # (N*head, k_att**2, H', W')
         out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
@@ -369,28 +366,18 @@ class ACmix(nn.Module):
         """The scale of q, k, v in ``_projections``: the queries' ``head_dim ** -0.5``, 1, 1."""
         return torch.tensor([self.head_dim ** -0.5, 1.0, 1.0], dtype=self.conv1.weight.dtype, device=self.conv1.weight.device)
 
-    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """conv1, conv2, conv3 (q, k, v) and the queries' positional channels, each one matrix product.
-
-        Returns ``(N, H*W, head_dim * 3 * head)``: for every position, channels ``(d, [q * head_dim**-0.5, k, v],
-        head)``, the order in which the convolution path groups them; and ``(N, H*W, head * 2)``: the
-        queries' ``[-q . w_x, -q . w_y] * head_dim**-0.5`` per head (``w``: conv_p's weight, see
-        ``window_attention``).
-        """
+    def _projections(self, x: Tensor) -> Tensor:
+        """conv1, conv2, conv3 (q, k, v) in one matrix product: ``(N, H*W, head_dim * 3 * head)``, for every
+        position channels ``(d, [q * head_dim**-0.5, k, v], head)``, the order in which the convolution path
+        groups them."""
         convs = (self.conv1, self.conv2, self.conv3)
         scale = self._part_scale()
         weight = torch.stack([conv.weight.flatten(1) for conv in convs]) * scale[:, None, None]  # (3, C, in)
         bias = torch.stack([conv.bias for conv in convs]) * scale[:, None]  # (3, C)
-        position_weight = -self.conv_p.weight[:, :, 0, 0]  # (d, 2)
-        query_weight = weight[0].view(self.head, self.head_dim, -1)
-        position_rows = torch.einsum("hdi,dj->hji", query_weight, position_weight).reshape(2 * self.head, -1)
-        position_bias = torch.einsum("hd,dj->hj", bias[0].view(self.head, self.head_dim), position_weight).flatten()
         weight = weight.view(3, self.head, self.head_dim, -1).permute(2, 0, 1, 3).reshape(3 * self.out_planes, -1)
         bias = bias.view(3, self.head, self.head_dim).permute(2, 0, 1).flatten()
         rows = x.flatten(2).transpose(1, 2)  # (N, H*W, in), a view
-        batch = len(x)
-        return (torch.baddbmm(bias, rows, weight.t().expand(batch, -1, -1)),
-                torch.baddbmm(position_bias, rows, position_rows.t().expand(batch, -1, -1)))
+        return torch.baddbmm(bias, rows, weight.t().expand(len(x), -1, -1))
 
     def extra_repr(self) -> str:
         defaults = dict(kernel_att=7, head=4, kernel_conv=3, stride=1, dilation=1)
