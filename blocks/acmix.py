@@ -58,7 +58,7 @@ def reflect_indices(size: int, start: int, stop: int, device: torch.device | Non
     return torch.where(index >= size, period - index, index)
 
 
-QUERY_TILE = (4, 8)  # queries per block (rows, columns); keys come from the block grown by the window
+QUERY_TILE = (4, 4)  # queries per block (rows, columns); keys come from the block grown by the window
 CHUNK_ELEMENTS = 2 ** 19  # block products (query x key) computed at once: bounds the peak memory
 
 
