@@ -10,15 +10,18 @@ official forward works, its function. Where we differ:
 * **No unfold.** The official code materialises ``kernel_att**2`` copies of K, V and the positional
   encoding with ``nn.Unfold``. We group queries in small blocks that attend densely to the keys their
   windows cover (one batched matrix product), with the keys outside each query's window masked out of
-  the softmax, and work through the blocks in cache-sized parts, so the peak extra memory is a few
-  copies of one feature map, not ``kernel_att**2``. The backward recomputes the weights part by part.
+  the softmax, and work through the blocks in cache-sized parts that gather their own keys and values,
+  so the peak extra memory is a few copies of one feature map, not ``kernel_att**2``. The backward
+  (our own) gathers each part again and adds the keys' and values' gradients back by position.
+  The attention in the official layout is only laid out when the ``softmax`` submodule is hooked.
 * **Fewer, larger operations.** q, k and v come from one matrix product (the three 1x1 convs' weights
-  stacked), and the convolution path's ``fc`` (a 1x1 conv) and ``dep_conv`` (a grouped k x k conv) are
-  applied as their composition, one grouped conv on q, k, v regrouped by head channel. Same function
-  (rounding aside), same parameters and keys.
-* **Positional term folded into the product.** ``pe = conv_p(x, y)`` is affine in the coordinates,
-  so ``q . (pe_q - pe_k)`` is a per-query constant (ignored by the softmax) minus
-  ``(q . w_x) x_k + (q . w_y) y_k``: two extra channels on q and k.
+  stacked, the queries' scale folded in), written channels last in the order the convolution path
+  groups them; that path's ``fc`` (a 1x1 conv) and ``dep_conv`` (a grouped k x k conv) are applied as
+  their composition, one grouped conv whose input is a view of the product. Same function (rounding
+  aside), same parameters and keys.
+* **Positional term on the keys.** ``q . pe_q`` is a per-query constant (ignored by the softmax), and so
+  is ``conv_p``'s bias, so the logits are ``q . (k - w [x_k, y_k])``: each key carries its own position
+  term, and the reflection at the edges carries it along, as ``pe_k`` in the official code.
 * **Any map size.** Keys outside the map are read by reflection, like the official
   ``ReflectionPad2d``; for maps smaller than the padding (where ``ReflectionPad2d`` raises) the
   reflection is repeated (period ``2 * (n - 1)``; a size-1 axis repeats its only row).
@@ -59,7 +62,7 @@ def reflect_indices(size: int, start: int, stop: int, device: torch.device | Non
 
 
 QUERY_TILE = (4, 4)  # queries per block (rows, columns); keys come from the block grown by the window
-CHUNK_ELEMENTS = 2 ** 19  # block products (query x key) computed at once: bounds the peak memory
+CHUNK_ELEMENTS = 2 ** 19  # block products (query x key) per part: bounds the peak memory, keeps a part in cache
 
 
 class WindowGeometry:
@@ -69,8 +72,9 @@ class WindowGeometry:
     ``(stride * i + dilation * a, stride * j + dilation * b)``, padding ``dilation * (kernel - 1) // 2``.
 
     For speed, queries are grouped in blocks of ``tile`` queries; every block attends densely to the
-    keys its windows cover (``key_tile``) in one batched matrix product, and the ``kernel**2`` taps of
-    each query are then a strided view of that product (HaloNet-style blocking, no unfold).
+    keys its windows cover (``key_tile``) in one batched matrix product, where ``window_mask`` hides the
+    keys outside each query's window and ``windows`` reads each query's ``kernel**2`` taps as a strided
+    view (HaloNet-style blocking, no unfold).
     """
 
     def __init__(self, height: int, width: int, kernel: int, stride: int, dilation: int, device: torch.device):
