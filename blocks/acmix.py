@@ -62,7 +62,9 @@ def reflect_indices(size: int, start: int, stop: int, device: torch.device | Non
 
 
 QUERY_TILE = (4, 4)  # queries per block (rows, columns); keys come from the block grown by the window
-CHUNK_ELEMENTS = 2 ** 19  # block products (query x key) per part: bounds the peak memory, keeps a part in cache
+# block products (query x key) per part, bounding the peak memory: on CPU small enough that a part stays in
+# cache; elsewhere (CUDA) larger, since there each part's kernel launches cost more than its cache misses
+CHUNK_ELEMENTS = {"cpu": 2 ** 19, "other": 2 ** 25}
 
 
 class WindowGeometry:
@@ -79,6 +81,7 @@ class WindowGeometry:
 
     def __init__(self, height: int, width: int, kernel: int, stride: int, dilation: int, device: torch.device):
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        self.part_elements = CHUNK_ELEMENTS["cpu" if torch.device(device).type == "cpu" else "other"]
         self.pad = dilation * (kernel - 1) // 2
         self.positions = height * width
         self.out_height = (height - 1) // stride + 1
@@ -101,10 +104,10 @@ class WindowGeometry:
         return self.tiles[0] * self.tiles[1]
 
     def chunks(self, maps: int) -> list[tuple[slice, slice]]:
-        """Split ``maps`` (batch x heads) so that each part's block products stay near ``CHUNK_ELEMENTS``:
-        ``(map rows, block rows)`` slices."""
+        """Split ``maps`` (batch x heads) so that each part's block products stay near ``CHUNK_ELEMENTS`` (a part
+        holds at least one map): ``(map rows, block rows)`` slices."""
         per_map = self.blocks_per_map * self.tile[0] * self.tile[1] * self.key_tile[0] * self.key_tile[1]
-        step = max(1, CHUNK_ELEMENTS // per_map)
+        step = max(1, self.part_elements // per_map)
         return [(slice(start, min(maps, start + step)),
                  slice(start * self.blocks_per_map, min(maps, start + step) * self.blocks_per_map))
                 for start in range(0, maps, step)]

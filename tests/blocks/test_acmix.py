@@ -227,7 +227,7 @@ def test_gradcheck_where_the_official_code_fails(config, shape):
 
 def test_softmax_hook_sees_the_official_attention_in_every_part(monkeypatch):
     """Our block only lays the attention out officially when `softmax` is hooked; every part must land."""
-    monkeypatch.setattr(acmix, "CHUNK_ELEMENTS", 1)  # one map (image x head) per part
+    monkeypatch.setitem(acmix.CHUNK_ELEMENTS, "cpu", 1)  # one map (image x head) per part
     official, ours = pair(16, 16, kernel_att=5, head=2)
     x = torch.randn(2, 16, 11, 13)
     seen = {}
@@ -237,3 +237,16 @@ def test_softmax_hook_sees_the_official_attention_in_every_part(monkeypatch):
             module(x)
     assert seen["ours"].shape == seen["official"].shape == (4, 25, 11, 13)
     assert_close(seen["ours"], seen["official"])
+
+
+def test_gradients_match_official_when_worked_through_in_parts(monkeypatch):
+    """Each part gathers its own keys and values and adds their gradients back: parts must not overlap or miss."""
+    monkeypatch.setitem(acmix.CHUNK_ELEMENTS, "cpu", 1)  # one map (image x head) per part: 6 parts
+    official, ours = pair(8, 12, kernel_att=5, head=3)
+    official, ours = official.double(), ours.double()
+    x = torch.randn(2, 8, 9, 7, dtype=torch.double, requires_grad=True)
+    expected = torch.autograd.grad(official(x).square().sum(), [x, *official.parameters()], allow_unused=True)
+    actual = torch.autograd.grad(ours(x).square().sum(), [x, *ours.parameters()], allow_unused=True)
+    for a, e in zip(actual, expected):  # None: conv_p.bias, which cancels
+        a = torch.zeros_like(e) if a is None else a
+        assert torch.allclose(a, e, atol=1e-9, rtol=1e-7)
