@@ -365,25 +365,22 @@ class ACmix(nn.Module):
         # as the projections lay them out: grouped by d, channels last (where this grouped conv is fast on CPU).
         taps = self.kernel_conv ** 2
         dep = self.dep_conv.weight.view(self.out_planes, taps, taps)  # (out, fc output f, tap)
-        fc = self.fc.weight.flatten(1) * self._part_scale().repeat_interleave(self.head) ** -1 * self.rate2
+        fc = self.fc.weight.flatten(1)  # (f, m): m = q, k, v x head; q arrives scaled, so undo that
+        fc = torch.cat([fc[:, :self.head] / self.head_dim ** -0.5, fc[:, self.head:]], 1) * self.rate2
         composed = torch.einsum("oft,fm->omt", dep, fc)
         out_conv = F.conv2d(qkv.view(n, height, width, -1).permute(0, 3, 1, 2),
                             composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
                             stride=self.stride, padding=self.kernel_conv // 2, groups=self.head_dim)
         return out_att * self.rate1 + out_conv  # out_conv carries rate2; NCHW first, so the sum is NCHW
 
-    def _part_scale(self) -> Tensor:
-        """The scale of q, k, v in ``_projections``: the queries' ``head_dim ** -0.5``, 1, 1."""
-        return torch.tensor([self.head_dim ** -0.5, 1.0, 1.0], dtype=self.conv1.weight.dtype, device=self.conv1.weight.device)
-
     def _projections(self, x: Tensor) -> Tensor:
         """conv1, conv2, conv3 (q, k, v) in one matrix product: ``(N, H*W, head_dim * 3 * head)``, for every
         position channels ``(d, [q * head_dim**-0.5, k, v], head)``, the order in which the convolution path
         groups them."""
         convs = (self.conv1, self.conv2, self.conv3)
-        scale = self._part_scale()
-        weight = torch.stack([conv.weight.flatten(1) for conv in convs]) * scale[:, None, None]  # (3, C, in)
-        bias = torch.stack([conv.bias for conv in convs]) * scale[:, None]  # (3, C)
+        scale = (self.head_dim ** -0.5, 1.0, 1.0)
+        weight = torch.stack([conv.weight.flatten(1) * s for conv, s in zip(convs, scale)])  # (3, C, in)
+        bias = torch.stack([conv.bias * s for conv, s in zip(convs, scale)])  # (3, C)
         weight = weight.view(3, self.head, self.head_dim, -1).permute(2, 0, 1, 3).reshape(3 * self.out_planes, -1)
         bias = bias.view(3, self.head, self.head_dim).permute(2, 0, 1).flatten()
         rows = x.flatten(2).transpose(1, 2)  # (N, H*W, in), a view
