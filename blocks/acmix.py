@@ -64,7 +64,7 @@ def reflect_indices(size: int, start: int, stop: int, device: torch.device | Non
 QUERY_TILE = (4, 4)  # queries per block (rows, columns); keys come from the block grown by the window
 # block products (query x key) per part, bounding the peak memory: on CPU small enough that a part stays in
 # cache; elsewhere (CUDA) larger, since there each part's kernel launches cost more than its cache misses
-CHUNK_ELEMENTS = {"cpu": 2 ** 19, "other": 2 ** 25}
+CHUNK_ELEMENTS = {"cpu": 2 ** 19, "other": 2 ** 24}
 
 
 class WindowGeometry:
