@@ -215,7 +215,8 @@ def test_attention_received_hand_computed():
     (dict(kernel_att=3, stride=2, dilation=3), (1, 4, 9, 10)),
 ])
 def test_gradcheck_where_the_official_code_fails(config, shape):
-    """The window attention's own backward (weights recomputed part by part) against finite differences."""
+    """The window attention's own backward (parts gathered again, gradients added back by position) against finite
+    differences."""
     module = randomise(ACmix(4, 4, head=2, **config)).double()
     x = torch.randn(shape, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(module, (x,))
