@@ -210,7 +210,7 @@ class _WindowAttention(torch.autograd.Function):
     """Window attention on blocks of queries: ``(B * blocks, tile, d)``. queries ``(B * blocks, tile, c)``;
     keys ``(B * H * W, c)`` and values ``(B * H * W, d)``, one row per position.
 
-    Works through the maps in parts small enough to stay in cache (``WindowGeometry.chunks``): each part
+    Works through the maps in parts (``WindowGeometry.chunks``; on CPU small enough to stay in cache): each part
     gathers its blocks' keys and values, then multiplies, masks, softmaxes and sums, in buffers the parts
     share (a fresh allocation per part costs more in page faults than its arithmetic). With gradients the
     weights are kept; the backward gathers each part's keys and values again and adds their gradients
