@@ -32,6 +32,8 @@ official forward works, its function. Where we differ:
 * **Any device and dtype**: coordinates are built on the input's device (the official calls ``.cuda()``).
 * Invalid sizes (``out_planes % head``, even kernels, non-positive values) raise ``ValueError`` here,
   not a shape error inside ``forward``.
+* **First derivatives only**: the window attention's own backward is not differentiable again, and a
+  second derivative (``create_graph=True``, e.g. a gradient penalty) raises a ``RuntimeError`` saying so.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 __all__ = [
@@ -238,6 +241,7 @@ class _WindowAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # its backward is not differentiable again: a second derivative says so plainly
     def backward(ctx, grad_out: Tensor):
         queries, keys, values, weights = ctx.saved_tensors
         g = ctx.geometry

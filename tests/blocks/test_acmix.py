@@ -251,3 +251,11 @@ def test_gradients_match_official_when_worked_through_in_parts(monkeypatch):
     for a, e in zip(actual, expected):  # None: conv_p.bias, which cancels
         a = torch.zeros_like(e) if a is None else a
         assert torch.allclose(a, e, atol=1e-9, rtol=1e-7)
+
+
+def test_second_derivative_is_refused_plainly():
+    block = ACmix(8, 8, kernel_att=3, head=2)
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(block(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
