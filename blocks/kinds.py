@@ -80,6 +80,11 @@ class BlockMaps(ABC):
         """Small maps and parameters of image ``i`` (numbers, lists or small tensors), always reported."""
         return {}
 
+    @cached_property
+    def summaries(self) -> list[dict[str, Any]]:
+        """``summary(i)`` of every image of the batch, computed once."""
+        return [self.summary(i) for i in range(len(self.heatmap))]
+
     @abstractmethod
     def arrays(self, i: int) -> dict[str, Tensor]:
         """The full maps of image ``i``, by name, without the batch axis."""

@@ -35,7 +35,7 @@ def block_report(name: str, record: BlockMaps, i: int, colormap: str, include_va
     """The API entry of one block for image ``i`` of the batch; full maps only with ``include_maps``."""
     heatmap = heatmap_report(record.heatmap[i].detach().float().cpu().numpy(), record.meaning, record.unit, colormap,
                              include_values)
-    maps = record.summary(i) | (record.arrays(i) if include_maps else {})
+    maps = record.summaries[i] | (record.arrays(i) if include_maps else {})
     return {"id": name, "type": record.type, "heatmap": heatmap, "maps": {key: _plain(v) for key, v in maps.items()}}
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,12 +76,14 @@ _STOP = object()
 
 
 class MicroBatcher:
-    """Runs ``run_batch(payloads) -> results`` (same length, same order) on one worker thread."""
+    """Runs ``run_batch(payloads) -> results`` (same length, same order) on one worker thread, or hands each
+    batch to ``runner`` (an executor several batchers share, so that their batches run on one thread)."""
 
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch: int = 1, window_s: float = 0.0):
+    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch: int = 1, window_s: float = 0.0,
+                 runner: Executor | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self.run_batch, self.max_batch, self.window_s = run_batch, max_batch, window_s
+        self.run_batch, self.max_batch, self.window_s, self.runner = run_batch, max_batch, window_s, runner
         self._queue: queue.Queue = queue.Queue()
         self._waiting: deque[_Job] = deque()  # jobs passed over because their key differed
         self._thread: threading.Thread | None = None
@@ -137,7 +140,9 @@ class MicroBatcher:
                 continue
             start = time.perf_counter()
             try:
-                results = self.run_batch([job.payload for job in batch])
+                payloads = [job.payload for job in batch]
+                results = self.run_batch(payloads) if self.runner is None else \
+                    self.runner.submit(self.run_batch, payloads).result()
             except BaseException as error:  # noqa: BLE001 - handed to every waiting request
                 for job in batch:
                     job.settle(error=error)

@@ -1,5 +1,7 @@
 """The engine on real photos: predictions, one heatmap per block, values consistent with the PNGs."""
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +206,16 @@ def test_a_batch_of_four_gives_the_reports_of_four_single_images(default_model, 
                 np.testing.assert_allclose(np.asarray(b["maps"][name], dtype=float), np.asarray(value, dtype=float),
                                            rtol=1e-3, atol=1e-4, err_msg=f"{a['id']}/{name}")
     assert batched[0]["blocks"][0]["heatmap"]["values"] != batched[3]["blocks"][0]["heatmap"]["values"]  # not one image 4x
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc (Linux)")
+def test_reports_do_their_torch_work_on_the_model_thread(engine, photos):
+    """The server renders reports on request threads. A torch op big enough to run in parallel there gives that
+    thread an OpenMP team of its own, and with two teams on 2 cores every forward ran ~1.5-2x slower: the
+    heatmaps and summaries are computed on the model's thread, so rendering starts no thread."""
+    with ThreadPoolExecutor(1) as model_thread, ThreadPoolExecutor(1) as request_thread:
+        analysis = model_thread.submit(engine.analysis, decode_image(photos["cat"])).result()
+        request_thread.submit(lambda: None).result()
+        threads = len(os.listdir("/proc/self/task"))
+        request_thread.submit(analysis.report, AnalyzeOptions(include_maps=True, include_values=True)).result()
+        assert len(os.listdir("/proc/self/task")) == threads
