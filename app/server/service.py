@@ -69,13 +69,14 @@ class Service:
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._loader: threading.Thread | None = None
-        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnlens-inference")
+        self._inference: ThreadPoolExecutor | None = None  # the one thread all models run on, from start()
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
     def start(self, background: bool = True) -> None:
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnlens-inference")
         if background:
             self._loader = threading.Thread(target=self._load, name="attnlens-load", daemon=True)
             self._loader.start()
@@ -90,7 +91,8 @@ class Service:
         for served in self.served.values():
             if served.batcher is not None:
                 served.batcher.stop()
-        self._inference.shutdown()
+        if self._inference is not None:
+            self._inference.shutdown()
 
     def _load(self) -> None:
         for served in self.served.values():
