@@ -3,7 +3,7 @@
 For each photo (the test and sample photos, resized so their long side is 640), the stages take turns
 for ``--repeats`` rounds: decode, resize, the plain backbone's forward (``efficientnet_lite0_plain``), the
 default model's forward without capture, ``Engine.run`` (forward under capture: what the server reports
-as ``timings_ms.forward``, plus the summary heatmaps it reports as ``heatmaps``), and rendering the report
+as ``timings_ms.forward``, plus the heatmaps and block summaries it reports as ``heatmaps``), and rendering the report
 (PNGs, JSON). It prints the medians with their range, and the ratios: the default model under capture
 over the plain backbone (the blocks' cost), and capture's own overhead. With ``--blocks``, each plugin's
 share of the default model's forward. With ``--served``, the same ratio as the real server reports it: one
