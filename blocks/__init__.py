@@ -1,10 +1,11 @@
-"""attnlens blocks: CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) and ``capture`` to read their maps.
+"""attnlens blocks: CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) and ``capture`` to read their maps (in any
+model: blocks are recognised by what they compute, ``recognise``).
 
 Pure PyTorch; nothing here knows of the web app. The seed names (``ACmix``, ``CB2d``, ``CA``,
 ``space_to_depth``) and the descriptive ones import from here.
 """
 from .acmix import ACmix
-from .capture import capture, find_blocks
+from .capture import Candidate, FoundBlock, Recognition, capture, find_blocks, recognise, recognition_of
 from .context import CB2d, GlobalContextBlock
 from .coord import CA, CoordinateAttention
 from .deform import DCN, DCNv2, DeformConv, ModulatedDeformConv
@@ -14,6 +15,6 @@ from .spd import SpaceToDepth, SPDConv, space_to_depth
 __all__ = [
     "ACmix", "CB2d", "CA", "DCN", "DCNv2", "SPDConv", "space_to_depth",
     "GlobalContextBlock", "CoordinateAttention", "DeformConv", "ModulatedDeformConv", "SpaceToDepth",
-    "capture", "find_blocks", "KINDS",
+    "capture", "find_blocks", "recognise", "recognition_of", "Recognition", "FoundBlock", "Candidate", "KINDS",
     "BlockMaps", "ContextMaps", "CoordMaps", "DeformMaps", "SpaceToDepthMaps", "WindowAttentionMaps",
 ]

@@ -1,109 +1,436 @@
-"""``capture``: read every block's maps during a forward pass, for our blocks and the official ones.
+"""``capture``: read every block's maps during a forward pass, whatever the block's code is called.
 
     with capture(model) as maps:
         model(x)
     maps["layer3.1.gc"].heatmap  # (N, H, W)
 
-Blocks are recognised by structure (the submodules and attributes their official code defines), so
-modules written with the official code are read too: ACmix, GCNet ``CB2d`` / mmcv ``ContextBlock``,
-``CoordAtt`` / ``CA``, mmcv-style ``*DeformConv2dPack`` (a ``conv_offset`` beside a ``weight``),
-torchvision ``DeformConv2d`` fed by any offset conv, and ``space_to_depth``.
+**Recognition by computation.** A block is recognised by what it computes (``blocks.kinds``: each kind's
+``Pattern``): a softmax over a module's H*W positions whose weights pool (GC), gates broadcast along rows
+and columns that multiply its input (CA), a softmax over ``k*k`` window taps (ACmix), a ``deform_conv2d``
+call (DCN), the four stride-2 phases of its input stacked on channels (SPD). The block is the innermost
+module that computes it. Recognition watches every operation of one pass (``blocks.observe``), once per
+model: the first ``capture`` of a model, or ``recognise(model, example_input)`` (``attnlens.load_model``
+does it on its probe image). What it found is remembered per module, so later captures cost nothing
+where nothing was found.
 
-Maps are read from outputs the forward pass computes anyway (the ACmix ``softmax``, GC ``conv_mask``,
-CA ``conv_h`` / ``conv_w``, DCN ``conv_offset`` or the offsets handed to ``DeformConv2d``), so
-capturing costs no second pass. Hooks exist only inside the ``with`` block (no cost otherwise) and
-are removed on exit, exceptions included. Each hook records only for the capture that is active in
-the calling thread (a ``ContextVar``), so concurrent captures on one shared model stay apart; captures
-nest (an inner ``capture`` records beside an outer one, it does not silence it). A block called twice
-in one pass keeps the maps of its last call. What each kind records, and the structures recognised,
-are declared in ``blocks.kinds``.
+**Reading.** Where a module's structure is known (ours, the official code's, the forks' copies:
+``blocks.kinds`` ``Reader`` s) and recognition found that reading its submodules' outputs gives exactly
+what it computes, its maps are read that way, by hooks (no cost for the rest of the model). Anything
+else recognised by computation is read by watching that module's own operations. A module the user
+names (``blocks={"model.9": "ca"}``) is read as that kind: what it computes inside it, at any depth.
+
+**Every call.** A block called several times in one pass keeps every call: the first under its module
+name, the next as ``name#2``, ``name#3`` ...; calls inside one call that gate separate channel groups of
+its input (a CA run on channel groups) are joined along the input's channels.
+
+Hooks exist only inside the ``with`` block and are removed on exit, exceptions included. Each hook records
+only for the capture active in the calling thread (a ``ContextVar``), so concurrent captures on one shared
+model stay apart; captures nest (an inner ``capture`` records beside an outer one).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor, nn
 
-from .kinds import BlockMaps, Call, Parts, Reader, reader_for
+from .kinds import KINDS, BlockMaps, Call, Parts, Reader, reader_for
+from .observe import Frame, Observer, first_image_tensor
 
-__all__ = ["capture", "find_blocks"]
+__all__ = ["Candidate", "FoundBlock", "Recognition", "capture", "find_blocks", "recognise", "recognition_of"]
 
 # the captures active in this thread (or task): each hook records only for the capture that registered it
 _active_captures: ContextVar[tuple[int, ...]] = ContextVar("attnlens_active_captures", default=())
 
 
-# what reader_for found for each module, with the names of its children then: recognising every module of a
-# model anew took ~2 ms per capture (Lite0: 146 modules); a module whose children change is read again
-_recognised: WeakKeyDictionary[nn.Module, tuple[tuple[str, ...], tuple[str, Reader] | None]] = WeakKeyDictionary()
+@dataclass(frozen=True)
+class Reading:
+    """How ``capture`` reads one module: its ``kind``, ``how`` it was recognised (in words), the structure
+    ``reader`` used (None: its own operations are watched), whether the user named it, and what the
+    kind's pattern learned about it (``detail``)."""
+
+    kind: str
+    how: str
+    reader: Reader | None = None
+    named: bool = False
+    detail: Any = None
 
 
-def _reader_of(module: nn.Module) -> tuple[str, Reader] | None:
+@dataclass(frozen=True)
+class FoundBlock:
+    """A recognised block: module name, class, kind, how it was recognised, the records one pass gave
+    (``name``, ``name#2`` ... for a block called several times)."""
+
+    id: str
+    class_name: str
+    kind: str
+    how: str
+    records: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A module seen but not read, and why."""
+
+    id: str
+    class_name: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What one observed pass found: the blocks, in execution order, and the candidates not read."""
+
+    blocks: tuple[FoundBlock, ...]
+    candidates: tuple[Candidate, ...]
+
+
+# per module: the names of its children when it was recognised, and how it is read (None: not a block); a
+# module whose children change is recognised again
+_readings: WeakKeyDictionary[nn.Module, tuple[tuple[str, ...], Reading | None]] = WeakKeyDictionary()
+_recognitions: WeakKeyDictionary[nn.Module, Recognition] = WeakKeyDictionary()
+# the structure reader of each module, by the same rule (looking at every module anew took ~2 ms a capture)
+_structures: WeakKeyDictionary[nn.Module, tuple[tuple[str, ...], tuple[str, Reader] | None]] = WeakKeyDictionary()
+
+ATTENTION_LIKE = re.compile(r"att|context|coord|deform|dcn|spd|acmix|cbam|gc(?![a-z])|(?<![a-z])se(?![a-z])|eca",
+                            re.IGNORECASE)
+
+
+def _structure_of(module: nn.Module) -> tuple[str, Reader] | None:
     children = tuple(module._modules)
-    known = _recognised.get(module)
+    known = _structures.get(module)
     if known is None or known[0] != children:
-        known = _recognised[module] = (children, reader_for(module))
+        known = _structures[module] = (children, reader_for(module))
     return known[1]
 
 
-def find_blocks(model: nn.Module) -> dict[str, str]:
-    """Qualified name -> kind (``gc, ca, acmix, dcn, spd``) of every block ``capture`` reads, in module order."""
-    return {name: found[0] for name, module in model.named_modules() if (found := _reader_of(module))}
+def _reading_of(module: nn.Module) -> tuple[bool, Reading | None]:
+    """(whether the module was recognised as it is now, how it is read)."""
+    known = _readings.get(module)
+    if known is None or known[0] != tuple(module._modules):
+        return False, None
+    return True, known[1]
+
+
+def _recognised(model: nn.Module) -> bool:
+    return all(_reading_of(module)[0] for module in model.modules())
+
+
+def recognition_of(model: nn.Module) -> Recognition | None:
+    """What the last recognition of ``model`` found (None if it was never recognised as a whole)."""
+    return _recognitions.get(model) if _recognised(model) else None
+
+
+def recognise(model: nn.Module, *example_args: Any, blocks: Mapping[str, str] | None = None,
+              **example_kwargs: Any) -> Recognition:
+    """Run ``model(*example_args, **example_kwargs)`` once (no gradients) and recognise its blocks by what they
+    compute; later ``capture`` s read them. ``blocks``: modules the user names, qualified name -> kind."""
+    with torch.no_grad(), capture(model, blocks=blocks, observe=True):
+        model(*example_args, **example_kwargs)
+    recognition = _recognitions.get(model)
+    if recognition is None:
+        raise RuntimeError("the example pass did not run the model")
+    return recognition
+
+
+def find_blocks(model: nn.Module, example_input: Any = None, blocks: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Qualified name -> kind (``gc, ca, acmix, dcn, spd``) of every block ``capture`` reads, in module order.
+
+    With ``example_input``, the model runs on it once and its blocks are recognised by what they compute
+    (``recognise``); without it, what an earlier recognition found, or for a model never recognised, the
+    blocks whose structure is known (ours, the official code's, the forks' copies)."""
+    if example_input is not None:
+        recognise(model, example_input, blocks=blocks)
+    elif blocks:
+        raise ValueError("naming blocks needs an example input to check them on")
+    if _recognised(model):
+        return {name: reading.kind for name, module in model.named_modules()
+                if (reading := _reading_of(module)[1]) is not None}
+    return {name: found[0] for name, module in model.named_modules() if (found := _structure_of(module))}
 
 
 def _detached(value):
     return value.detach() if isinstance(value, Tensor) else value
 
 
-@contextmanager
-def capture(model: nn.Module) -> Iterator[dict[str, BlockMaps]]:
-    """Record the maps of every recognised block of ``model`` run inside the ``with`` block.
+def _checked_names(model: nn.Module, blocks: Mapping[str, str] | None) -> dict[str, str]:
+    """The user's ``name -> kind``, checked: every name a module of ``model``, every kind known."""
+    named = dict(blocks or {})
+    modules = dict(model.named_modules())
+    for name, kind in named.items():
+        if kind not in KINDS:
+            raise ValueError(f"block {name}={kind}: the kind must be one of {', '.join(KINDS)}")
+        if name not in modules:
+            nearest = difflib.get_close_matches(name, [m for m in modules if m], n=3, cutoff=0.5)
+            hint = f"; nearest: {', '.join(nearest)}" if nearest else ""
+            raise ValueError(f"block {name}={kind}: the model has no module {name!r}{hint}")
+    return named
 
-    Yields a dict, filled as the blocks run (so in execution order): qualified module name ->
-    record (``blocks.kinds``) with ``.type``, ``.heatmap`` and the block's full maps.
-    """
-    maps: dict[str, BlockMaps] = {}
-    key = id(maps)
-    handles = []
 
-    def record_part(parts: Parts, part: str, module, args, output) -> None:
-        if key in _active_captures.get():
+def _same_maps(ours: list[BlockMaps], theirs: list[BlockMaps]) -> bool:
+    """Whether two readings of one call agree (same records, heatmaps equal to float precision)."""
+    if len(ours) != len(theirs):
+        return False
+    for a, b in zip(ours, theirs):
+        if a.type != b.type or a.heatmap.shape != b.heatmap.shape:
+            return False
+        scale = float(b.heatmap.abs().max()) if b.heatmap.numel() else 0.0
+        if not torch.allclose(a.heatmap.float(), b.heatmap.float(), rtol=1e-4, atol=1e-6 * max(scale, 1.0)):
+            return False
+    return True
+
+
+@dataclass
+class _Seen:
+    """What observation saw of one module over a pass (several calls possibly)."""
+
+    module: nn.Module
+    structure: tuple[str, Reader] | None
+    named: str | None
+    kinds: list[str] = field(default_factory=list)  # per call, the kind read
+    by_structure: list[bool] = field(default_factory=list)  # per call, whether its names read it exactly
+    records: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+    structure_error: str | None = None
+    names_differ: bool = False  # its names are a known structure's, but reading them gives other maps
+    detail: Any = None
+    called: bool = False
+
+
+class _Capture:
+    """One ``capture``: its hooks, its records, the observation when it recognises."""
+
+    def __init__(self, model: nn.Module, named: dict[str, str], observe: bool):
+        self.model, self.named, self.observing = model, named, observe
+        self.maps: dict[str, BlockMaps] = {}
+        self.key = id(self.maps)
+        self.handles: list = []
+        self.calls: dict[str, int] = {}
+        self.seen: dict[str, _Seen] = {}
+        self.completed = False
+        self.observer: Observer | None = None
+
+    # --- recording -------------------------------------------------------------------------------------
+
+    def active(self) -> bool:
+        return self.key in _active_captures.get()
+
+    def put(self, name: str, records: list[BlockMaps]) -> list[str]:
+        keys = []
+        for record in records:
+            count = self.calls[name] = self.calls.get(name, 0) + 1
+            key = name if count == 1 else f"{name}#{count}"
+            self.maps[key] = replace(record, **{f.name: _detached(getattr(record, f.name)) for f in fields(record)})
+            keys.append(key)
+        return keys
+
+    def new_pass(self, module, args) -> None:
+        if self.active():
+            self.calls.clear()
+
+    def pass_done(self, module, args, output) -> None:
+        if self.active():
+            self.completed = True
+
+    def record_part(self, parts: Parts, part: str, module, args, output) -> None:
+        if self.active():
             parts.setdefault(part, []).append(Call(args, {}, output))
 
-    def record_block(name: str, reader: Reader, parts: Parts, module, args, *rest) -> None:
+    def structure_records(self, reader: Reader, parts: Parts, module, args, kwargs, output) -> list[BlockMaps]:
+        try:
+            with torch.no_grad():
+                return [reader.build(module, Call(args, kwargs, output), parts)]
+        finally:
+            parts.clear()
+
+    def record_block(self, name: str, reader: Reader, parts: Parts, module, args, *rest) -> None:
         # (kwargs, output), or (output,) alone: torch registers a with_kwargs hook in two steps, so a forward
         # running in another thread at that moment (or at removal) calls it without kwargs
         kwargs, output = rest if len(rest) == 2 else ({}, rest[0])
-        if key in _active_captures.get():
-            try:
-                with torch.no_grad():
-                    record = reader.build(module, Call(args, kwargs, output), parts)
-                    maps[name] = replace(record, **{field.name: _detached(getattr(record, field.name))
-                                                    for field in fields(record)})
-            finally:
-                parts.clear()
+        if self.active():
+            self.put(name, self.structure_records(reader, parts, module, args, kwargs, output))
 
-    try:
-        for name, module in model.named_modules():
-            found = _reader_of(module)
-            if found is None:
-                continue
-            reader = found[1]
-            parts: Parts = {}
-            for part in reader.parts(module):
-                submodule = getattr(module, part)
-                handles.append(submodule.register_forward_hook(partial(record_part, parts, part)))
-            handles.append(module.register_forward_hook(partial(record_block, name, reader, parts), with_kwargs=True))
-        token = _active_captures.set((*_active_captures.get(), key))
+    # --- watching operations -----------------------------------------------------------------------------
+
+    def enter(self, name: str, reading: Reading | None, module, args, kwargs) -> None:
+        if not self.active():
+            return
+        frame = Frame(name, module, first_image_tensor(args, kwargs), only=None if reading is None else reading.kind,
+                      forced=self.named.get(name), detail=None if reading is None else reading.detail)
+        module_frames = self.frames.setdefault(name, [])
+        module_frames.append(frame)
+        self.observer.push(frame)
+
+    def leave(self, name: str, reading: Reading | None, parts: Parts | None, module, args, kwargs, output) -> None:
+        if not self.active() or not self.frames.get(name):
+            return
+        frame = self.frames[name].pop()
+        observer = self.observer
+        if not observer.pop(frame):
+            return
+        if output is None:  # the call raised: nothing to read
+            if parts is not None:
+                parts.clear()
+            return
+        observer.paused += 1
         try:
-            yield maps
+            with torch.no_grad():
+                if self.observing:
+                    self.observe_call(name, frame, parts, module, args, kwargs, output)
+                else:
+                    self.put(name, KINDS[reading.kind].pattern.finish(frame))
+        finally:
+            observer.paused -= 1
+
+    def observe_call(self, name: str, frame: Frame, parts: Parts | None, module, args, kwargs, output) -> None:
+        """One call seen while recognising: its records by computation and, where its structure is known, by
+        names; which one is kept, and what was seen but not read."""
+        seen = self.seen[name]
+        seen.called = True
+        computed: dict[str, list[BlockMaps]] = {}
+        for kind_name, kind in KINDS.items():
+            if frame.forced in (None, kind_name):
+                records = kind.pattern.finish(frame)
+                if records:
+                    computed[kind_name] = records
+                    if kind_name == "spd":
+                        seen.detail = frame.detail
+        by_names: list[BlockMaps] = []
+        if seen.structure is not None and parts is not None:
+            try:
+                by_names = self.structure_records(seen.structure[1], parts, module, args, kwargs, output)
+            except Exception as error:  # noqa: BLE001 - a module with familiar names that reads otherwise
+                seen.structure_error = f"{type(error).__name__}: {error}"
+        structure_kind = seen.structure[0] if seen.structure and by_names else None
+        preferred = frame.forced or (structure_kind if structure_kind in computed or not computed else None) or \
+            next(iter(computed), None) or structure_kind
+        if preferred is None or preferred not in computed and preferred != structure_kind:
+            seen.candidates.extend(frame.candidates)
+            return
+        for other in computed:
+            if other != preferred:
+                seen.candidates.append(f"also computes {other} ({KINDS[other].pattern.description}), not read: one "
+                                       f"kind per module; name a submodule with --block")
+        exact = structure_kind == preferred and (preferred not in computed or _same_maps(by_names, computed[preferred]))
+        seen.names_differ = seen.names_differ or (structure_kind == preferred and not exact)
+        seen.kinds.append(preferred)
+        seen.by_structure.append(exact)
+        seen.records.extend(self.put(name, by_names if exact else computed[preferred]))
+
+    # --- set-up and result -------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        model = self.model
+        readings = {name: _reading_of(module)[1] for name, module in model.named_modules()}
+        watched = {name for name, reading in readings.items() if reading is not None and reading.reader is None}
+        self.frames: dict[str, list[Frame]] = {}
+        if self.observing or watched:
+            kinds = list(KINDS) if self.observing else sorted({readings[name].kind for name in watched})
+            self.observer = Observer([KINDS[kind].pattern for kind in kinds])
+        self.handles.append(model.register_forward_pre_hook(self.new_pass))
+        self.handles.append(model.register_forward_hook(self.pass_done))
+        for name, module in model.named_modules():
+            if self.observing:
+                structure = _structure_of(module)
+                self.seen[name] = _Seen(module, structure, self.named.get(name))
+                parts = self.hook_parts(module, structure[1]) if structure else None
+                self.watch(name, module, None, parts)
+                continue
+            reading = readings[name]
+            if reading is None:
+                continue
+            if reading.reader is None:
+                self.watch(name, module, reading, None)
+            else:
+                parts = self.hook_parts(module, reading.reader)
+                self.handles.append(module.register_forward_hook(partial(self.record_block, name, reading.reader, parts),
+                                                                 with_kwargs=True))
+
+    def hook_parts(self, module: nn.Module, reader: Reader) -> Parts:
+        parts: Parts = {}
+        for part in reader.parts(module):
+            submodule = getattr(module, part)
+            self.handles.append(submodule.register_forward_hook(partial(self.record_part, parts, part)))
+        return parts
+
+    def watch(self, name: str, module: nn.Module, reading: Reading | None, parts: Parts | None) -> None:
+        self.handles.append(module.register_forward_pre_hook(partial(self.enter, name, reading), with_kwargs=True))
+        self.handles.append(module.register_forward_hook(partial(self.leave, name, reading, parts), with_kwargs=True,
+                                                         always_call=True))
+
+    def conclude(self) -> None:
+        """After a pass that recognised: remember how each module is read, and what was found."""
+        found, candidates = [], []
+        for name, seen in self.seen.items():
+            module, class_name = seen.module, type(seen.module).__name__
+            reading = None
+            if seen.kinds:
+                kind = max(set(seen.kinds), key=seen.kinds.count)
+                exact = all(seen.by_structure)
+                reader = seen.structure[1] if exact and seen.structure else None
+                how = ("named by the user, " if seen.named else "") + (
+                    f"by names: {reader.description} (checked against what it computes)" if reader else
+                    f"by computation: {KINDS[kind].pattern.description}")
+                if seen.names_differ:
+                    how += f" (its names are those of {seen.structure[1].description}, but reading them gives " \
+                           f"other maps than it computes)"
+                reading = Reading(kind, how, reader, bool(seen.named), seen.detail)
+                found.append(FoundBlock(name, class_name, kind, how, tuple(seen.records)))
+            why = list(dict.fromkeys(seen.candidates))
+            if seen.named and not seen.kinds:
+                why.insert(0, f"named as {seen.named}, but it did not run in this pass" if not seen.called else
+                              f"named as {seen.named}, but it computes nothing read as {seen.named} (looked for "
+                              f"{KINDS[seen.named].pattern.description})")
+            elif seen.structure and not seen.kinds:
+                why.append(f"its names are those of {seen.structure[1].description}, but "
+                           + (f"reading them failed ({seen.structure_error})" if seen.structure_error else
+                              "it did not run in this pass" if not seen.called else "it computed no maps"))
+            elif not seen.kinds and not why and name and ATTENTION_LIKE.search(class_name) and seen.called:
+                why.append("named like an attention block, but it computes none of the kinds attnlens reads")
+            if why:
+                candidates.extend(Candidate(name, class_name, reason) for reason in why)
+            _readings[module] = (tuple(module._modules), reading)
+        order = {key: i for i, key in enumerate(self.maps)}
+        found.sort(key=lambda block: min((order.get(key, len(order)) for key in block.records), default=len(order)))
+        _recognitions[self.model] = Recognition(tuple(found), tuple(candidates))
+
+    def close(self) -> None:
+        if self.observer is not None:
+            self.observer.close()
+        for handle in self.handles:
+            handle.remove()
+
+
+@contextmanager
+def capture(model: nn.Module, *, blocks: Mapping[str, str] | None = None,
+            observe: bool | None = None) -> Iterator[dict[str, BlockMaps]]:
+    """Record the maps of every block of ``model`` run inside the ``with`` block.
+
+    Yields a dict, filled as the blocks run (so in execution order): record key (the module's qualified
+    name; ``name#2`` ... for its later calls in one pass) -> record (``blocks.kinds``) with ``.type``,
+    ``.heatmap`` and the block's full maps. ``blocks``: modules the user names as a kind (name -> kind; a
+    new recognition). ``observe``: recognise in this pass (default: when the model was never recognised).
+    ``ValueError`` for a named module the model lacks or an unknown kind.
+    """
+    named = _checked_names(model, blocks)
+    observing = observe if observe is not None else bool(named) or not _recognised(model)
+    state = _Capture(model, named, observing)
+    try:
+        state.install()
+        token = _active_captures.set((*_active_captures.get(), state.key))
+        try:
+            yield state.maps
         finally:
             _active_captures.reset(token)
+        if observing and state.completed:
+            state.conclude()
     finally:
-        for handle in handles:
-            handle.remove()
+        state.close()

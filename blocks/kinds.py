@@ -1,10 +1,12 @@
 """Block kinds, each declared once: how ``capture`` recognises it, what it records, what its maps mean.
 
 A kind is a record class (the maps of one block call, with the summary ``heatmap``, its meaning, unit
-and title, a few JSON-sized numbers and the full arrays) plus the ``Reader`` s that recognise modules of
-that kind by structure: ours, the official code's, and the variants YOLO forks copy. Adding a kind or a
-fork variant means adding a record class or a ``Reader`` here; ``capture``, the JSON report, the
-figure, the npz file and the server's schema read this table.
+and title, a few JSON-sized numbers and the full arrays), the ``Pattern`` that recognises a block of
+that kind by what it computes (``blocks.observe``: whatever the module and its parts are called), and
+the ``Reader`` s that read the modules whose structure is known (ours, the official code's, the variants
+YOLO forks copy) from their submodules' outputs: a fast path, used where recognition found that it reads
+exactly what the module computes. ``capture``, the JSON report, the figure, the npz file and the
+server's schema read this table.
 
 Every record has ``type`` (the kind's short name) and ``heatmap``: a tensor ``(N, H, W)`` at the
 block's feature resolution, computed once per record. Tensors are detached and stay on the model's
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import DeformConv2d
@@ -26,9 +31,10 @@ from torchvision.ops import DeformConv2d
 from .acmix import attention_received
 from .context import context_mask
 from .deform import split_offset_output
+from .observe import Frame, Op, Pattern, effective_shape, shares_storage, storage_key
 
-__all__ = ["KINDS", "BlockMaps", "Kind", "ContextMaps", "CoordMaps", "DeformMaps", "Reader", "SpaceToDepthMaps",
-           "WindowAttentionMaps", "reader_for"]
+__all__ = ["KINDS", "BlockMaps", "Kind", "ContextMaps", "CoordMaps", "DeformMaps", "Pattern", "Reader",
+           "SpaceToDepthMaps", "WindowAttentionMaps", "reader_for"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,80 @@ def _is_gc(module: nn.Module) -> bool:
                  or getattr(module, "pool", getattr(module, "pooling_type", None)) == "avg"))
 
 
+SOFTMAX = "aten::_softmax"
+PRODUCTS = ("aten::bmm", "aten::mm", "aten::mul.Tensor", "aten::mul_.Tensor", "aten::baddbmm", "aten::matmul",
+            "aten::addmm")
+COPIES = ("aten::clone", "aten::_to_copy", "aten::_unsafe_view", "aten::contiguous", "aten::copy_")
+
+
+def _softmax_call(op: Op) -> tuple[Tensor, int] | None:
+    """``(logits, dim)`` of a softmax."""
+    if op.name != SOFTMAX:
+        return None
+    logits, dim = op.args[0], op.args[1]
+    return logits, dim % logits.dim()
+
+
+def _window_softmax(logits: Tensor, dim: int) -> bool:
+    """A softmax over a square number of taps laid out ``(.., k*k, H', W')`` (ACmix's window attention)."""
+    taps = logits.shape[dim]
+    return logits.dim() >= 4 and dim == logits.dim() - 3 and taps >= 4 and math.isqrt(taps) ** 2 == taps
+
+
+class ContextPattern(Pattern):
+    """GC: a softmax over the H*W positions of the block's input, whose weights then pool a tensor (enter a
+    matrix product or a product with one): the context mask. Any name for the mask conv, either fusion."""
+
+    kind = "gc"
+    description = "a softmax over the H*W positions of the block's input whose weights pool a tensor"
+
+    def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
+        softmax = _softmax_call(op)
+        if softmax is not None:
+            logits, dim = softmax
+            if _window_softmax(logits, dim):
+                return  # ACmix's
+
+            def accepts(frame: Frame) -> bool:
+                x = frame.input
+                if x is None or x is logits:
+                    return False
+                positions = x.shape[-2] * x.shape[-1]
+                return positions > 1 and logits.shape[dim] == positions and \
+                    logits.numel() % (x.shape[0] * positions) == 0 and logits.numel() // positions <= x.shape[0] * x.shape[1]
+
+            frame = self.owner(frames, accepts)
+            if frame is not None and frame.input is not None and logits.shape[dim] == frame.input[0, 0].numel():
+                found = {"mask": op.out, "dim": dim, "pooled": frame.forced == self.kind,
+                         "keys": {storage_key(op.out)}, "kept": [op.out]}
+                frame.state.setdefault(self.kind, []).append(found)
+            return
+        pending = [found for frame in frames for found in frame.state.get(self.kind, ()) if not found["pooled"]]
+        if not pending:
+            return
+        keys = {storage_key(tensor) for tensor in op.tensors}
+        for found in pending:
+            if not found["keys"] & keys:
+                continue
+            if op.name in PRODUCTS:
+                found["pooled"] = True
+            elif op.name in COPIES and op.out is not None:  # a copy of the weights: follow it
+                found["keys"].add(storage_key(op.out))
+                found["kept"].append(op.out)
+
+    def finish(self, frame: Frame) -> list[BlockMaps]:
+        records = []
+        for found in frame.state.get(self.kind, ()):
+            if not found["pooled"]:
+                frame.candidates.append("a softmax over its H*W positions whose weights pool nothing (not a "
+                                        "context mask)")
+                continue
+            n, _, height, width = frame.input.shape
+            weights = found["mask"].movedim(found["dim"], -1).reshape(n, -1, height, width)
+            records.append(ContextMaps(context_mask=weights.mean(dim=1)))  # heads: the mean, still summing to 1
+        return records
+
+
 GC_READERS = (Reader("GCNet CB2d / ContextBlock2d, mmcv ContextBlock", _is_gc, _build_gc,
                      lambda module: ("conv_mask",) if isinstance(getattr(module, "conv_mask", None), nn.Module) else ()),)
 
@@ -191,6 +271,156 @@ def _ca_parts(module: nn.Module) -> tuple[str, ...]:
     return ("conv_h", "conv_w", *gates)
 
 
+class CoordPattern(Pattern):
+    """CA: two gates multiply the block's input (or a view of it: channel groups, groups folded into the batch),
+    one broadcast along rows ``(N, C, H, 1)`` and one along columns ``(N, C, 1, W)``, in either order, through
+    ``expand_as`` or broadcasting, any activation. Gates of channel groups are joined along the input's
+    channels, each where its group lies in the input."""
+
+    kind = "ca"
+    description = ("gates that multiply the block's input, one broadcast along rows (N, C, H, 1) and one along "
+                   "columns (N, C, 1, W)")
+    MULS = ("aten::mul.Tensor", "aten::mul_.Tensor")
+
+    def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
+        if op.name not in self.MULS or len(op.args) < 2 or not all(isinstance(a, Tensor) for a in op.args[:2]):
+            return
+        a, b = op.args[:2]
+        if a.dim() != 4 or b.dim() != 4:
+            return
+        out = op.out
+        roles = {"a": _gate_role(a), "b": _gate_role(b)}
+        chains = scratch.setdefault("chains", {})  # id(product so far) -> chain
+        products = scratch.setdefault("products", {})  # id(row gate * column gate) -> (row, column)
+        if {roles["a"], roles["b"]} == {"rows", "columns"}:
+            row, column = (a, b) if roles["a"] == "rows" else (b, a)
+            products[id(out)] = (out, row, column)
+            return
+        for full, gate, role in ((a, b, roles["b"]), (b, a, roles["a"])):
+            if _gate_role(full) != "full":
+                continue
+            if role == "full" and products.get(id(gate), (None,))[0] is gate:
+                gates = products[id(gate)][1:]
+            elif role in ("rows", "columns"):
+                gates = (gate, None) if role == "rows" else (None, gate)
+            else:
+                if role in ("channels", "positions"):
+                    self._note_other_gate(full, role, out, frames, scratch)
+                continue
+            chain = chains.get(id(full))
+            if chain is None or chain["product"] is not full:
+                frame = self.owner(frames, lambda frame: _part_of(full, frame.input))
+                if frame is None:
+                    continue
+                chain = {"root": full, "rows": None, "columns": None}
+                frame.state.setdefault(self.kind, []).append(chain)
+            for axis, value in zip(("rows", "columns"), gates):
+                if value is not None:
+                    chain[axis] = value if chain[axis] is None else chain[axis] * value
+            chain["product"] = out
+            chains[id(out)] = chain
+            return
+
+    def _note_other_gate(self, full: Tensor, role: str, out: Tensor, frames: list[Frame], scratch: dict) -> None:
+        """A gate of another shape (SE's, CBAM's): said as a candidate of the module it gates."""
+        others = scratch.setdefault("others", {})  # id(gated tensor) -> (it, the module's call)
+        known = others.get(id(full))
+        frame = next((frame for frame in reversed(frames) if _part_of(full, frame.input)), None) or \
+            (known[1] if known and known[0] is full and any(f is known[1] for f in frames) else None)
+        if frame is None:
+            return
+        others[id(out)] = (out, frame)
+        frame.candidates.append(
+            "a channel gate (N, C, 1, 1) multiplies its input (squeeze-excitation style), not a kind attnlens reads"
+            if role == "channels" else
+            "a spatial gate (N, 1, H, W) multiplies its input (CBAM / spatial attention style), not a kind attnlens "
+            "reads")
+
+    def finish(self, frame: Frame) -> list[BlockMaps]:
+        x = frame.input
+        records, covered = [], None
+        groups: list[list[tuple[dict, Tensor]]] = []
+        for chain in frame.state.get(self.kind, ()):
+            if chain["rows"] is None or chain["columns"] is None:
+                frame.candidates.append(f"a gate along {'rows' if chain['columns'] is None else 'columns'} only "
+                                        f"multiplies its input (CA gates both)")
+                continue
+            planes = _planes_in(chain["root"], x)  # (n', c', 2): where each plane of the root lies in x
+            if planes is None:
+                continue
+            seen = torch.zeros(x.shape[:2], dtype=torch.bool)
+            seen[planes[..., 0].flatten(), planes[..., 1].flatten()] = True
+            if covered is None or (covered & seen).any():
+                groups.append([])
+                covered = torch.zeros_like(seen)
+            groups[-1].append((chain, planes))
+            covered |= seen
+        for group in groups:
+            records.append(_joined_gates(group, x))
+        return records
+
+
+def _gate_role(tensor: Tensor) -> str:
+    """What a factor of a product is to CA: ``full`` (varies along rows and columns), a gate along ``rows``
+    ``(N, C, H, 1)`` or ``columns`` ``(N, C, 1, W)``, a ``channels`` gate ``(N, C, 1, 1)``, or a
+    ``positions`` gate ``(N, 1, H, W)``."""
+    _, channels, height, width = effective_shape(tensor)
+    if height > 1 and width > 1:
+        return "positions" if channels == 1 else "full"
+    if height > 1:
+        return "rows"
+    if width > 1:
+        return "columns"
+    return "channels" if channels > 1 else "scalar"
+
+
+def _part_of(tensor: Tensor, x: Tensor | None) -> bool:
+    """Whether ``tensor`` is ``x`` or a view of it with the same rows and columns (a channel group, groups
+    folded into the batch)."""
+    if x is None or tensor.shape[-2:] != x.shape[-2:]:
+        return False
+    if tensor is x:
+        return True
+    return shares_storage(tensor, x) and tensor.stride()[-2:] == x.stride()[-2:]
+
+
+def _planes_in(root: Tensor, x: Tensor) -> Tensor | None:
+    """``(n', c', 2)``: the (image, channel) of ``x`` that each (n', c') plane of its view ``root`` is."""
+    if root is x or root.shape == x.shape and root.stride() == x.stride() and \
+            root.storage_offset() == x.storage_offset():
+        n, c = x.shape[:2]
+        return torch.stack(torch.meshgrid(torch.arange(n), torch.arange(c), indexing="ij"), -1)
+    if x.stride(1) == 0 or x.stride(0) == 0:
+        return None
+    start = root.storage_offset() - x.storage_offset()
+    offsets = start + torch.arange(root.shape[0])[:, None] * root.stride(0) + \
+        torch.arange(root.shape[1])[None, :] * root.stride(1)
+    image, rest = offsets.div(x.stride(0), rounding_mode="floor"), offsets.remainder(x.stride(0))
+    channel, misfit = rest.div(x.stride(1), rounding_mode="floor"), rest.remainder(x.stride(1))
+    if (misfit != 0).any() or (image < 0).any() or (image >= x.shape[0]).any() or (channel >= x.shape[1]).any():
+        return None
+    return torch.stack([image, channel], -1)
+
+
+def _joined_gates(group: list[tuple[dict, Tensor]], x: Tensor) -> CoordMaps:
+    """One record from the chains of one call: each chain's gates put at the channels of ``x`` it gates (the
+    channels no chain gates are left out)."""
+    n, c, height, width = x.shape
+    a_h = x.new_zeros(n, c, height, dtype=torch.float32)
+    a_w = x.new_zeros(n, c, width, dtype=torch.float32)
+    covered = torch.zeros(n, c, dtype=torch.bool, device=x.device)
+    for chain, planes in group:
+        root_n, root_c = chain["root"].shape[:2]
+        rows = chain["rows"].float().expand(root_n, root_c, height, -1)[..., 0]
+        columns = chain["columns"].float().expand(root_n, root_c, -1, width)[:, :, 0]
+        image, channel = planes[..., 0].flatten().to(x.device), planes[..., 1].flatten().to(x.device)
+        a_h[image, channel] = rows.reshape(-1, height)
+        a_w[image, channel] = columns.reshape(-1, width)
+        covered[image, channel] = True
+    keep = covered.all(dim=0)
+    return CoordMaps(a_h=a_h[:, keep], a_w=a_w[:, keep])
+
+
 CA_READERS = (Reader("CA / CoordAtt (official, pools made in forward, any activation or gate module)",
                      lambda module: _has(module, "conv1", "bn1", "conv_h", "conv_w"), _build_ca, _ca_parts),)
 
@@ -202,7 +432,8 @@ class WindowAttentionMaps(BlockMaps):
     """ACmix. ``attention`` ``(N, heads, k*k, H', W')``: for each query position, the softmax weights
     over its ``k x k`` window (tap ``t = i*k + j``, window row ``i``, column ``j``; the window of query
     ``(y, x)`` is centred on input position ``(stride*y, stride*x)``, taps ``dilation`` apart);
-    ``rate1`` / ``rate2``: the weights of the attention and convolution paths in the output.
+    ``rate1`` / ``rate2``: the weights of the attention and convolution paths in the output (None for a
+    block recognised by computation that has no such attributes).
     ``input_size``: ``(H, W)`` of the block's input. Heatmap: attention each input position receives
     (``attention_received``), mean over heads: ``(N, H, W)``, mean ``1/stride**2``."""
 
@@ -212,8 +443,8 @@ class WindowAttentionMaps(BlockMaps):
                               "look at it, mean over heads")
     unit: ClassVar[str] = "sum of weights"
     attention: Tensor
-    rate1: float
-    rate2: float
+    rate1: float | None
+    rate2: float | None
     input_size: tuple[int, int]
     stride: int = 1
     dilation: int = 1
@@ -242,6 +473,65 @@ def _build_acmix(module: nn.Module, call: Call, parts: Parts) -> WindowAttention
                                dilation=int(getattr(module, "dilation", 1)))
 
 
+class WindowAttentionPattern(Pattern):
+    """ACmix: a softmax over the ``k*k`` window taps of logits laid out ``(N*heads, k*k, H', W')`` (or with
+    heads as their own axis), ``H', W'`` the block's input rows and columns over an integer stride."""
+
+    kind = "acmix"
+    description = "a softmax over the k*k window taps of (N*heads, k*k, H', W') logits computed from the block's input"
+
+    def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
+        softmax = _softmax_call(op)
+        if softmax is None or not _window_softmax(*softmax):
+            return
+        logits, _ = softmax
+
+        def accepts(frame: Frame) -> bool:
+            x = frame.input
+            return x is not None and x is not logits and not shares_storage(x, logits) and \
+                _stride_between(x.shape[-2:], logits.shape[-2:]) is not None and \
+                math.prod(logits.shape[:-3]) % x.shape[0] == 0
+
+        frame = self.owner(frames, accepts)
+        if frame is not None and frame.input is not None:
+            frame.state.setdefault(self.kind, []).append(op.out)
+
+    def finish(self, frame: Frame) -> list[BlockMaps]:
+        x, module = frame.input, frame.module
+        records = []
+        for weights in frame.state.get(self.kind, ()):
+            taps, out_height, out_width = weights.shape[-3:]
+            stride = _stride_between(x.shape[-2:], (out_height, out_width)) or 1
+            records.append(WindowAttentionMaps(
+                attention=weights.reshape(x.shape[0], -1, taps, out_height, out_width),
+                rate1=_number(getattr(module, "rate1", None)), rate2=_number(getattr(module, "rate2", None)),
+                input_size=(x.shape[-2], x.shape[-1]), stride=stride,
+                dilation=int(_number(getattr(module, "dilation", 1)) or 1)))
+        return records
+
+
+def _stride_between(size: tuple[int, int], out_size: tuple[int, int]) -> int | None:
+    """The integer stride ``s`` with ``ceil(size / s) == out_size`` on both axes (or floor, as the official
+    ACmix does), None if there is none."""
+    height, width = size
+    for stride in range(1, 9):
+        if (math.ceil(height / stride), math.ceil(width / stride)) == tuple(out_size) or \
+                (height // stride, width // stride) == tuple(out_size):
+            return stride
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """A plain number from an attribute (a one-element tensor or parameter, an int or float), else None."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value.detach())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], int):
+        return float(value[0])
+    return None
+
+
 ACMIX_READERS = (Reader("ACmix (official, YOLOAir)",
                         lambda module: _has(module, "conv1", "conv2", "conv3", "conv_p", "fc", "dep_conv", "softmax",
                                             "rate1"),
@@ -255,7 +545,8 @@ class DeformMaps(BlockMaps):
     """Deformable convolution. ``offsets`` ``(N, G, kh*kw, 2, H', W')``: for offset group ``g`` and
     kernel tap ``t = i*kw + j``, the ``[dy, dx]`` displacement in input pixels of that tap's sampling
     point from its regular grid position ``(stride*y - padding + dilation*i, ...)``; ``mask``
-    ``(N, G, kh*kw, H', W')``: DCNv2 modulation in (0, 1), ``None`` for DCNv1.
+    ``(N, G, kh*kw, H', W')``: DCNv2 modulation, the factor each tap's sample is weighted by (a sigmoid in
+    (0, 1) in mmcv and torchvision's recipe; some forks use ``2 * sigmoid``), ``None`` for DCNv1.
     Heatmap: mean offset length ``|(dy, dx)|`` over groups and taps, in input pixels."""
 
     type: ClassVar[str] = "dcn"
@@ -281,14 +572,46 @@ class DeformMaps(BlockMaps):
         return {"offsets": self.offsets[i]} | ({} if self.mask is None else {"mask": self.mask[i]})
 
 
-def _deform_maps(offsets: Tensor, mask: Tensor | None, module: nn.Module) -> DeformMaps:
-    kernel_size = _pair(module.kernel_size)
+def _deform_maps(offsets: Tensor, mask: Tensor | None, kernel_size, stride, padding, dilation) -> DeformMaps:
+    kernel_size = _pair(kernel_size)
     taps = kernel_size[0] * kernel_size[1]
     n, _, height, width = offsets.shape
     return DeformMaps(offsets=offsets.reshape(n, -1, taps, 2, height, width),
                       mask=None if mask is None else mask.reshape(n, -1, taps, height, width),
-                      kernel_size=tuple(kernel_size), stride=tuple(_pair(module.stride)),
-                      padding=tuple(_pair(module.padding)), dilation=tuple(_pair(getattr(module, "dilation", 1))))
+                      kernel_size=tuple(kernel_size), stride=tuple(_pair(stride)), padding=tuple(_pair(padding)),
+                      dilation=tuple(_pair(dilation)))
+
+
+def _module_deform_maps(offsets: Tensor, mask: Tensor | None, module: nn.Module) -> DeformMaps:
+    return _deform_maps(offsets, mask, module.kernel_size, module.stride, module.padding,
+                        getattr(module, "dilation", 1))
+
+
+class DeformPattern(Pattern):
+    """DCN: every ``deform_conv2d`` call (torchvision's op, its ``DeformConv2d`` module, ``torch.ops``): the
+    offsets and mask it receives, whatever computed them (one conv or two, any activation of the mask), with
+    the kernel size of its weight and the stride, padding and dilation it is given."""
+
+    kind = "dcn"
+    description = "a torchvision deform_conv2d call: the offsets and mask it is given"
+    OP = "torchvision::deform_conv2d"
+
+    def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
+        if op.name != self.OP:
+            return
+        frame = self.owner(frames, lambda frame: True)  # the innermost module making the call
+        if frame is not None:
+            frame.state.setdefault(self.kind, []).append(op.args)
+
+    def finish(self, frame: Frame) -> list[BlockMaps]:
+        records = []
+        for args in frame.state.get(self.kind, ()):
+            # the op's schema: input, weight, offset, mask, bias, stride, padding, dilation (h, w each), groups,
+            # offset groups, use_mask
+            _, weight, offset, mask, _, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, *_, use_mask = args
+            records.append(_deform_maps(offset, mask if use_mask else None, tuple(weight.shape[-2:]),
+                                        (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w)))
+        return records
 
 
 OFFSET_CONVS = ("conv_offset", "conv_offset_mask", "conv_offset2d")  # mmcv; CenterNet DCNv2 / YOLO forks; older forks
@@ -319,12 +642,12 @@ def _build_offset_conv_dcn(module: nn.Module, call: Call, parts: Parts) -> Defor
         groups = raw.shape[1] // ((3 if modulated else 2) * taps)
     modulated = raw.shape[1] == 3 * groups * taps
     offsets, mask = split_offset_output(raw, groups, tuple(kernel_size), modulated)
-    return _deform_maps(offsets, mask, module)
+    return _module_deform_maps(offsets, mask, module)
 
 
 def _build_torchvision_deform(module: nn.Module, call: Call, parts: Parts) -> DeformMaps:
     named = dict(zip(("input", "offset", "mask"), call.args)) | call.kwargs
-    return _deform_maps(named["offset"], named.get("mask"), module)
+    return _module_deform_maps(named["offset"], named.get("mask"), module)
 
 
 DCN_READERS = (
@@ -406,6 +729,74 @@ def _build_inline_spd_conv(module: nn.Module, call: Call, parts: Parts) -> Space
     return _phase_maps(parts["conv"][0].args[0].unflatten(1, (4, -1)))  # what its conv receives
 
 
+OFFICIAL_PHASES = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, column) of each 2x2 phase, the official cat order
+
+
+class SpaceToDepthPattern(Pattern):
+    """SPD: a tensor ``(N, 4C, ceil(H/2), ceil(W/2))`` made of the four stride-2 phases of the block's input
+    ``(N, C, H, W)`` (odd sizes zero-padded), stacked on channels phase by phase or channel by channel, in any
+    phase order: slicing and ``cat``, ``pixel_unshuffle``, einops ``rearrange``. Recognition compares values
+    (on the probe image) and keeps the operation and the order found; later calls take that operation's output."""
+
+    kind = "spd"
+    description = "the four stride-2 phases of the block's input stacked on channels (slicing, pixel_unshuffle, einops)"
+
+    def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
+        out = op.out
+        if out is None or out.dim() != 4 or op.name in ("aten::empty.memory_format", "aten::new_empty"):
+            return
+        for frame in reversed(frames):
+            if not frame.reads(self.kind) or frame.input is None or self.kind in frame.state:
+                continue
+            x = frame.input
+            n, c, height, width = x.shape
+            if out.shape != (n, 4 * c, (height + 1) // 2, (width + 1) // 2) or out is x:
+                continue
+            if frame.detail is not None:  # known: the operation and the layout recognition found
+                name, occurrence, layout = frame.detail
+                if op.name == name and frame.counts[name] == occurrence:
+                    frame.state[self.kind] = (op.name, occurrence, layout, _phases_of(out, layout, c))
+                return
+            layout = _phase_layout(out, x)
+            if layout is not None:
+                frame.state[self.kind] = (op.name, frame.counts[op.name], layout, _phases_of(out, layout, c))
+                return
+
+    def finish(self, frame: Frame) -> list[BlockMaps]:
+        found = frame.state.get(self.kind)
+        if found is None:
+            return []
+        frame.detail = found[:3]
+        return [_phase_maps(found[3])]
+
+
+def _phase_layout(out: Tensor, x: Tensor) -> tuple[str, tuple[int, ...]] | None:
+    """How ``out`` stacks the phases of ``x``: ``("phase-major" | "channel-major", official phase index of
+    each slot)``, or None if it is not made of them."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (0, width % 2, 0, height % 2))
+    phases = [padded[..., row::2, column::2] for row, column in OFFICIAL_PHASES]
+    channels = x.shape[1]
+    for layout, slots in (("phase-major", out.unflatten(1, (4, channels)).unbind(1)),
+                          ("channel-major", out.unflatten(1, (channels, 4)).unbind(2))):
+        order = []
+        for slot in slots:
+            match = [i for i, phase in enumerate(phases) if i not in order and torch.equal(slot, phase)]
+            if not match:
+                break
+            order.append(match[0])
+        if len(order) == 4:
+            return layout, tuple(order)
+    return None
+
+
+def _phases_of(out: Tensor, layout: tuple[str, tuple[int, ...]], channels: int) -> Tensor:
+    """``(N, 4, C, H/2, W/2)`` in the official phase order, from ``out`` stacked as ``layout`` says."""
+    kind, order = layout
+    slots = out.unflatten(1, (4, channels)) if kind == "phase-major" else out.unflatten(1, (channels, 4)).transpose(1, 2)
+    return slots[:, [order.index(i) for i in range(4)]]
+
+
 SPD_READERS = (
     Reader("space_to_depth (official, ours)", _is_space_to_depth, _build_space_to_depth),
     Reader("nn.PixelUnshuffle(2)", _is_pixel_unshuffle, _build_pixel_unshuffle),
@@ -417,15 +808,18 @@ SPD_READERS = (
 
 @dataclass(frozen=True)
 class Kind:
-    """A block kind: its record class (maps, heatmap, title, meaning, unit) and the structures it is read from."""
+    """A block kind: its record class (maps, heatmap, title, meaning, unit), the computation it is recognised
+    by, and the structures read directly."""
 
     record: type[BlockMaps]
+    pattern: Pattern
     readers: tuple[Reader, ...]
 
 
 KINDS: dict[str, Kind] = {kind.record.type: kind for kind in (
-    Kind(ContextMaps, GC_READERS), Kind(CoordMaps, CA_READERS), Kind(WindowAttentionMaps, ACMIX_READERS),
-    Kind(DeformMaps, DCN_READERS), Kind(SpaceToDepthMaps, SPD_READERS))}
+    Kind(ContextMaps, ContextPattern(), GC_READERS), Kind(CoordMaps, CoordPattern(), CA_READERS),
+    Kind(WindowAttentionMaps, WindowAttentionPattern(), ACMIX_READERS), Kind(DeformMaps, DeformPattern(), DCN_READERS),
+    Kind(SpaceToDepthMaps, SpaceToDepthPattern(), SPD_READERS))}
 
 
 def reader_for(module: nn.Module) -> tuple[str, Reader] | None:
