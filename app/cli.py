@@ -29,6 +29,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     for name, field in ModelOptions.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = f" (default {field.default})" if field.default not in (None, False) else ""
+        extra = field.json_schema_extra or {}
+        if "flag" in extra:  # repeatable: --block A=ca --block B=gc
+            group.add_argument(extra["flag"], dest=name, action="append", default=None, metavar=extra.get("metavar"),
+                               help=field.description)
+            continue
         if field.annotation is bool:
             group.add_argument(flag, action="store_true", default=None, help=field.description)
             continue
@@ -109,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=1)
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.add_argument("--device", default=None)
-    commands.add_parser("blocks", help="list the block kinds attnlens reads, with their classes")
+    blocks = commands.add_parser("blocks", help="list a model's blocks (with --model ...), or the kinds attnlens reads",
+                                 description="With model options: every block recognised in that model (module, "
+                                             "class, kind, feature stride, how it was recognised) and the modules "
+                                             "seen but not read, with why. Without: the kinds attnlens reads.")
+    blocks.add_argument("--json", action="store_true", help="print the listing as JSON")
+    _add_model_options(blocks)
     return parser
 
 
@@ -357,13 +367,54 @@ def evaluate_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_blocks() -> int:
+def list_blocks(args: argparse.Namespace) -> int:
+    from .models.options import ModelOptions
+
+    if not any(getattr(args, name, None) is not None for name in ModelOptions.model_fields):
+        return _list_kinds(args.json)
+    from pydantic import ValidationError
+
+    from .models import ModelLoadError, load_model
+
+    try:
+        model = load_model(_model_options(args))
+    except (ModelLoadError, ValidationError, ValueError) as error:
+        print(f"attnlens: {_one_line(error)}", file=sys.stderr)
+        return 2
+    candidates = model.recognition.candidates if model.recognition else ()
+    if args.json:
+        print(json.dumps({"model": model.name, "blocks": [vars(block) for block in model.blocks],
+                          "candidates": [vars(candidate) for candidate in candidates],
+                          "note": model.note or None}))
+        return 0
+    print(f"{model.name}: {len(model.blocks)} block record{'s' * (len(model.blocks) != 1)} in one pass")
+    for block in model.blocks:
+        print(f"  {block.id:28} {block.class_name:22} {block.type:6} stride {block.feature_stride:>2}  "
+              f"{block.recognised}")
+    if candidates:
+        print("seen but not read:")
+        for candidate in candidates:
+            print(f"  {candidate.id:28} {candidate.class_name:22} {candidate.why}")
+    if not model.blocks:
+        print(f"note: {model.note}")
+    return 0
+
+
+def _list_kinds(as_json: bool) -> int:
     from .blocks.kinds import KINDS
 
+    if as_json:
+        print(json.dumps({name: {"title": kind.record.title, "meaning": kind.record.meaning, "unit": kind.record.unit,
+                                 "recognised_by": kind.pattern.description,
+                                 "read_by_names": [reader.description for reader in kind.readers]}
+                          for name, kind in KINDS.items()}))
+        return 0
     for name, kind in KINDS.items():
         print(f"{name:6} {kind.record.title}: {kind.record.meaning} ({kind.record.unit})")
+        print(f"         recognised by {kind.pattern.description}")
         for reader in kind.readers:
-            print(f"         reads {reader.description}")
+            print(f"         read by names where they read exactly: {reader.description}")
+    print("a model's own blocks: attnlens blocks --model MODEL")
     return 0
 
 
@@ -381,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "eval":
         sys.exit(evaluate_blocks(args))
     if args.command == "blocks":
-        sys.exit(list_blocks())
+        sys.exit(list_blocks(args))
     parser.print_help()
 
 

@@ -100,8 +100,16 @@ _recognitions: WeakKeyDictionary[nn.Module, Recognition] = WeakKeyDictionary()
 # the structure reader of each module, by the same rule (looking at every module anew took ~2 ms a capture)
 _structures: WeakKeyDictionary[nn.Module, tuple[tuple[str, ...], tuple[str, Reader] | None]] = WeakKeyDictionary()
 
-ATTENTION_LIKE = re.compile(r"att|context|coord|deform|dcn|spd|acmix|cbam|gc(?![a-z])|(?<![a-z])se(?![a-z])|eca",
-                            re.IGNORECASE)
+# what in a class name names a plug-in block (anywhere in it, or as a word of a CamelCase / snake_case name): such a
+# module that computes none of the kinds is said to be a candidate
+ATTENTION_PARTS = ("attention", "deform", "dcn", "acmix", "cbam", "coord", "context", "spd")
+ATTENTION_WORDS = {"att", "attn", "gc", "se", "eca", "ema", "ca", "simam"}
+
+
+def _attention_like(class_name: str) -> bool:
+    words = re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+", class_name)
+    return any(part in class_name.lower() for part in ATTENTION_PARTS) or \
+        any(word.lower() in ATTENTION_WORDS for word in words)
 
 
 def _structure_of(module: nn.Module) -> tuple[str, Reader] | None:
@@ -169,7 +177,9 @@ def _checked_names(model: nn.Module, blocks: Mapping[str, str] | None) -> dict[s
         if kind not in KINDS:
             raise ValueError(f"block {name}={kind}: the kind must be one of {', '.join(KINDS)}")
         if name not in modules:
-            nearest = difflib.get_close_matches(name, [m for m in modules if m], n=3, cutoff=0.5)
+            names = [m for m in modules if m]
+            nearest = difflib.get_close_matches(name, names, n=3, cutoff=0.5) or \
+                [m for m in names if name.endswith("." + m) or m.endswith("." + name.rsplit(".", 1)[-1])][:3]
             hint = f"; nearest: {', '.join(nearest)}" if nearest else ""
             raise ValueError(f"block {name}={kind}: the model has no module {name!r}{hint}")
     return named
@@ -393,7 +403,7 @@ class _Capture:
                 why.append(f"its names are those of {seen.structure[1].description}, but "
                            + (f"reading them failed ({seen.structure_error})" if seen.structure_error else
                               "it did not run in this pass" if not seen.called else "it computed no maps"))
-            elif not seen.kinds and not why and name and ATTENTION_LIKE.search(class_name) and seen.called:
+            elif not seen.kinds and not why and name and _attention_like(class_name) and seen.called:
                 why.append("named like an attention block, but it computes none of the kinds attnlens reads")
             if why:
                 candidates.extend(Candidate(name, class_name, reason) for reason in why)

@@ -774,8 +774,12 @@ def _phase_layout(out: Tensor, x: Tensor) -> tuple[str, tuple[int, ...]] | None:
     """How ``out`` stacks the phases of ``x``: ``("phase-major" | "channel-major", official phase index of
     each slot)``, or None if it is not made of them."""
     height, width = x.shape[-2:]
+    if height < 2 or width < 2:
+        return None
     padded = F.pad(x, (0, width % 2, 0, height % 2))
     phases = [padded[..., row::2, column::2] for row, column in OFFICIAL_PHASES]
+    if any(torch.equal(phases[i], phases[j]) for i in range(4) for j in range(i + 1, 4)):
+        return None  # phases alike (a flat input): nothing tells them apart
     channels = x.shape[1]
     for layout, slots in (("phase-major", out.unflatten(1, (4, channels)).unbind(1)),
                           ("channel-major", out.unflatten(1, (channels, 4)).unbind(2))):

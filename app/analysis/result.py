@@ -92,8 +92,8 @@ class Analysis:
             report["predictions"] = prediction_report(self.predictions.cpu(), model.labels)
         elif model.task == "detect":
             report["detections"] = detection_report(self.predictions, geometry, model.label)
-        if model.reader.note:
-            report["note"] = model.reader.note
+        if model.note:
+            report["note"] = model.note
         if options.gradcam and self.reference is None:
             report["note"] = " ".join(filter(None, [report.get("note"), "Grad-CAM: no detection to explain."]))
         report["blocks"] = [block_report(name, record, self.index, options.colormap, options.include_values,

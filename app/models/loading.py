@@ -12,8 +12,9 @@ A model is a module plus its ``InputRecipe`` and its ``OutputReader``. ``load_mo
 * a path to a whole-model checkpoint (YOLO's ``best.pt``: a dict whose ``ema`` or ``model`` holds the
   module, or a bare pickled module), loaded only with ``trust_checkpoint`` (unpickling runs code).
 
-Blocks in any of them are found by ``attnlens.blocks.capture``, official-code modules and fork variants
-included; one probe pass describes them and picks the output reader.
+Blocks in any of them are recognised by what they compute (``attnlens.blocks.recognise``) in one probe
+pass, which also picks the output reader; ``blocks`` (``--block MODULE=KIND``) names what recognition
+misses.
 """
 from __future__ import annotations
 
@@ -55,12 +56,20 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True)
 class BlockInfo:
-    """One block the model holds: qualified module name, kind, input-pixels per map cell, channels in."""
+    """One block record a pass gives: its id (the qualified module name; ``name#2`` ... for a module's later
+    calls in one pass), kind, input pixels per map cell, channels in, the module's class and how it was
+    recognised (in words)."""
 
     id: str
     type: str
     feature_stride: int
     channels: int
+    class_name: str = ""
+    recognised: str = ""
+
+
+NO_BLOCKS_NOTE = ("no block of a kind attnlens reads (gc, ca, acmix, dcn, spd) was recognised in this model; if it "
+                  "has one, name it with --block MODULE=KIND (attnlens blocks --model ... lists what was seen)")
 
 
 @dataclass
@@ -74,7 +83,8 @@ class LoadedModel:
     reader: OutputReader
     labels: list[str]
     blocks: list[BlockInfo] = field(default_factory=list)
-    blocks_trained: bool = False
+    blocks_trained: bool | None = None  # known for the built-ins only
+    recognition: blocks.Recognition | None = None  # what the probe pass recognised, and the candidates not read
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
     gradcam_layer: str | None = None  # where Grad-CAM references are computed (None: no 4-D feature map found)
 
@@ -98,6 +108,12 @@ class LoadedModel:
         """The module's raw output for a batch ``(N, 3, h, w)`` in [0, 1] (normalised here)."""
         inputs = self.normalize(batch.to(self.device))
         return self.module(list(inputs)) if self.takes_image_list else self.module(inputs)
+
+    @property
+    def note(self) -> str:
+        """What of the output is ignored or why there are no predictions, and why there are no maps (no block
+        recognised); empty when there is nothing to say."""
+        return "; ".join(filter(None, [self.reader.note, "" if self.blocks else NO_BLOCKS_NOTE]))
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
@@ -222,8 +238,12 @@ def _resnet(name: str) -> Callable[[str | None], ModelSpec]:
 
         path = weights or _torchvision_weights(name)
         plain = getattr(torchvision.models, name)(weights=None)
-        return _with_recipe(_load_plain_or_augmented(plain, augment_resnet, read_state_dict(path), str(path)),
-                            IMAGENET_RECIPE, "layer4")
+        state = read_state_dict(path)
+        spec = _with_recipe(_load_plain_or_augmented(plain, augment_resnet, state, str(path)), IMAGENET_RECIPE,
+                            "layer4")
+        if set(state) == set(plain.state_dict()):
+            spec.blocks_trained = False  # the plain backbone's weights: the blocks are fresh
+        return spec
 
     return build
 
@@ -361,37 +381,64 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def _probe(model: LoadedModel) -> tuple[list[BlockInfo], Any, str | None]:
-    """One pass on a grey image of the input size: the blocks in execution order (feature stride, input
-    channels), the raw output and the last feature stage (``attnlens.models.gradcam.feature_layer``)."""
-    kinds = blocks.find_blocks(model.module)
-    named = dict(model.module.named_modules())
+PROBE_SEED = 0
+
+
+def probe_image(size: int) -> Image.Image:
+    """The image recognition runs on: seeded noise around mid grey (a flat image would leave a space-to-depth's
+    four phases alike, and every block's maps flat)."""
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    noise = (114 + 60 * torch.randn(size, size, 3, generator=generator)).clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(noise.numpy(), "RGB")
+
+
+def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[BlockInfo], Any, str | None]:
+    """One pass on the probe image that recognises the blocks (``attnlens.blocks.recognise``): the blocks in
+    execution order (feature stride, input channels), the raw output and the last feature stage
+    (``attnlens.models.gradcam.feature_layer``)."""
     channels: dict[str, int] = {}
 
     def record_channels(name: str, module: nn.Module, args: tuple) -> None:
-        channels.setdefault(name, args[0].shape[1])
+        if args and isinstance(args[0], Tensor) and args[0].dim() >= 2:
+            channels.setdefault(name, args[0].shape[1])
 
     size = model.input_size
-    probe, _ = model.recipe.prepare(Image.new("RGB", (size, size), (114, 114, 114)))
-    handles = [named[name].register_forward_pre_hook(partial(record_channels, name)) for name in kinds]
+    probe, _ = model.recipe.prepare(probe_image(size))
+    handles = [module.register_forward_pre_hook(partial(record_channels, name))
+               for name, module in model.module.named_modules()]
     captured = {}
 
     def run() -> Any:
-        with torch.no_grad(), blocks.capture(model.module) as maps:
+        with torch.no_grad(), blocks.capture(model.module, blocks=named_blocks, observe=True) as maps:
             captured["maps"], captured["output"] = maps, model.forward(probe)
         return captured["output"]
 
     try:
         feature_stage = feature_layer(model.module, run)
+    except ValueError as error:  # a --block naming no module, or no kind
+        raise ModelLoadError(f"{model.name}: --{error}") from error
     except Exception as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
         raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
                              f"{type(error).__name__}: {error}") from error
     finally:
         for handle in handles:
             handle.remove()
+    model.recognition = blocks.recognition_of(model.module)
+    found = {block.id: block for block in (model.recognition.blocks if model.recognition else ())}
+    for name in named_blocks:
+        if name not in found:
+            why = next((c.why for c in model.recognition.candidates if c.id == name), "it did not run") \
+                if model.recognition else "it did not run"
+            raise ModelLoadError(f"{model.name}: --block {name}={named_blocks[name]}: {why}")
+    module_of = {key: block for block in found.values() for key in block.records}
     width = probe.shape[-1]
-    infos = [BlockInfo(id=name, type=record.type, feature_stride=max(1, round(width / record.heatmap.shape[-1])),
-                       channels=channels[name]) for name, record in captured["maps"].items()]
+    infos = []
+    for key, record in captured["maps"].items():
+        block = module_of.get(key)
+        module_name = block.id if block else key.split("#")[0]
+        infos.append(BlockInfo(id=key, type=record.type, feature_stride=max(1, round(width / record.heatmap.shape[-1])),
+                               channels=channels.get(module_name, 0), class_name=block.class_name if block else "",
+                               recognised=block.how if block else ""))
     return infos, captured["output"], feature_stage
 
 
@@ -445,7 +492,7 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
                          blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module))
-    loaded.blocks, output, feature_stage = _probe(loaded)
+    loaded.blocks, output, feature_stage = _probe(loaded, model.blocks or {})
     loaded.gradcam_layer = model.gradcam_layer or built.gradcam_layer or feature_stage
     if loaded.gradcam_layer not in dict(loaded.module.named_modules()) and loaded.gradcam_layer is not None:
         raise ModelLoadError(f"{name} has no layer {loaded.gradcam_layer!r} for --gradcam-layer")

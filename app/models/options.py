@@ -13,16 +13,18 @@ A factory may also return a ``ModelSpec``: the module with its own defaults for 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from torch import nn
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .inputs import parse_normalize
+if TYPE_CHECKING:
+    from torch import nn
 
-__all__ = ["EnvironmentModelOptions", "ModelOptions", "ModelSpec"]
+
+__all__ = ["EnvironmentModelOptions", "ModelOptions", "ModelSpec", "parse_named_blocks"]
 
 
 class ModelOptions(BaseModel):
@@ -54,13 +56,26 @@ class ModelOptions(BaseModel):
                                       "module name, e.g. model.21; default: the model's last feature stage)")
     trust_checkpoint: bool = Field(False, description="allow loading a whole-model checkpoint, a pickle that runs "
                                    "code from the file when loaded (YOLO best.pt); only for files you trust")
+    blocks: Annotated[dict[str, str] | None, NoDecode] = Field(
+        None, description="MODULE=KIND: read this module as a block of this kind (gc, ca, acmix, dcn, spd) where "
+        "recognition misses it; repeatable (--block), comma-separated in ATTNLENS_BLOCKS",
+        json_schema_extra={"flag": "--block", "metavar": "MODULE=KIND"})
 
     @field_validator("normalize")
     @classmethod
     def _known_normalize(cls, value: str | None) -> str | None:
         if value is not None:
+            from .inputs import parse_normalize
+
             parse_normalize(value)
         return value
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _named_blocks(cls, value: Any) -> dict[str, str] | None:
+        """``{"model.9": "ca"}``, ``["model.9=ca", ...]`` or ``"model.9=ca,model.12=gc"`` -> a dict (the names and
+        kinds are checked against the model when it loads)."""
+        return parse_named_blocks(value)
 
 
 class EnvironmentModelOptions(BaseSettings, ModelOptions):
@@ -80,11 +95,31 @@ class ModelSpec:
     defaults (any left ``None`` take the factory form's defaults; command-line options still win).
     ``labels``: class names, or a file as ``--labels`` takes."""
 
-    module: nn.Module
+    module: nn.Module  # a torch.nn.Module (checked where it is loaded)
     input_size: int | None = None
     resize: str | None = None
     normalize: str | None = None
     labels: list[str] | str | None = None
     task: str | None = None
     gradcam_layer: str | None = None
-    blocks_trained: bool = False  # the built-in default: its blocks carry the shipped trained weights
+    blocks_trained: bool | None = None  # known for the built-ins only (the default: its shipped trained blocks)
+
+
+def parse_named_blocks(value: Any) -> dict[str, str] | None:
+    """Blocks the user names: a mapping, a list of ``MODULE=KIND`` or one comma-separated string of them."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, Mapping):
+        pairs = [(str(name), str(kind)) for name, kind in value.items()]
+    elif isinstance(value, (list, tuple)):
+        pairs = []
+        for item in value:
+            name, equals, kind = str(item).partition("=")
+            if not equals or not name.strip() or not kind.strip():
+                raise ValueError(f"a block is named as MODULE=KIND (e.g. model.9=ca), got {item!r}")
+            pairs.append((name.strip(), kind.strip()))
+    else:
+        raise ValueError(f"blocks: MODULE=KIND pairs, got {type(value).__name__}")
+    return dict(pairs)

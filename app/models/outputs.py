@@ -256,4 +256,4 @@ def infer_reader(output: Any, batch: int, task: str = "auto", num_classes: int |
     if task == "detect":
         raise OutputError(f"task detect: {boxes}; readable layouts: ultralytics (N, 4+nc, A), YOLOv5 (N, A, 5+nc), "
                           f"end-to-end (N, K, 6), torchvision list of dicts")
-    return MapsOnly(f"no predictions: {boxes}, and not class logits (N, K) either; every block's maps are shown")
+    return MapsOnly(f"no predictions: {boxes}, and not class logits (N, K) either: maps only")

@@ -47,11 +47,13 @@ def describe(served: Served) -> ModelDescription:
     model = served.model
     recipe = model.recipe
     return ModelDescription(name=served.name, backbone=model.name, device=str(model.device), task=model.task,
-                            output=model.reader.layout, note=model.reader.note or None, input_size=model.input_size,
+                            output=model.reader.layout, note=model.note or None, input_size=model.input_size,
                             input={"size": recipe.size, "resize": recipe.resize, "normalize": recipe.normalize},
                             num_classes=model.num_classes, blocks_trained=model.blocks_trained,
                             gradcam_layer=model.gradcam_layer, memory_mb=served.memory_mb,
-                            blocks=[vars(block) for block in model.blocks])
+                            blocks=[vars(block) for block in model.blocks],
+                            candidates=[vars(candidate) for candidate in
+                                        (model.recognition.candidates if model.recognition else ())])
 
 
 @api.get("/model", response_model=ModelDescription, responses={404: ERRORS[404], 503: ERRORS[503]})

@@ -11,10 +11,20 @@ BlockType = Literal[tuple(KINDS)]  # the kinds of attnlens.blocks.kinds
 
 
 class BlockDescription(BaseModel):
-    id: str = Field(description="qualified module name of the block in the model")
+    id: str = Field(description="qualified module name of the block in the model (name#2, name#3 ... for its "
+                    "later calls in one pass)")
     type: BlockType = Field(description="block kind")
     feature_stride: int = Field(description="input-image pixels per cell of the block's maps")
     channels: int = Field(description="channels of the block's input")
+    class_name: str = Field("", description="the module's class")
+    recognised: str = Field("", description="how the block was recognised: by names (a known structure, checked "
+                            "against what it computes), by computation (what it computes), or named by the user")
+
+
+class CandidateDescription(BaseModel):
+    id: str = Field(description="qualified module name")
+    class_name: str = Field(description="the module's class")
+    why: str = Field(description="why it is not read as a block")
 
 
 class InputRecipeDescription(BaseModel):
@@ -34,11 +44,14 @@ class ModelDescription(BaseModel):
     input_size: int = Field(description="default input size in pixels (see input)")
     input: InputRecipeDescription = Field(description="how an image becomes the model's input")
     num_classes: int
-    blocks_trained: bool = Field(description="whether the blocks carry trained weights (false: initialisation, "
-                                             "so their maps show untrained blocks)")
+    blocks_trained: bool | None = Field(None, description="whether the blocks carry trained weights (false: "
+                                        "initialisation, so their maps show untrained blocks); null where attnlens "
+                                        "cannot know (a user's model or checkpoint)")
     gradcam_layer: str | None = Field(description="the layer Grad-CAM references are computed at (include=gradcam)")
     memory_mb: float = Field(description="memory of the model's parameters and buffers on its device, MiB")
     blocks: list[BlockDescription] = Field(description="blocks in execution order")
+    candidates: list[CandidateDescription] = Field(default_factory=list, description="modules seen but not read as "
+                                                   "blocks, with why (name one with --block MODULE=KIND)")
 
 
 class ModelList(BaseModel):
