@@ -379,6 +379,7 @@ class _Capture:
     def conclude(self) -> None:
         """After a pass that recognised: remember how each module is read, and what was found."""
         found, candidates = [], []
+        read = {name for name, seen in self.seen.items() if seen.kinds}
         for name, seen in self.seen.items():
             module, class_name = seen.module, type(seen.module).__name__
             reading = None
@@ -403,7 +404,8 @@ class _Capture:
                 why.append(f"its names are those of {seen.structure[1].description}, but "
                            + (f"reading them failed ({seen.structure_error})" if seen.structure_error else
                               "it did not run in this pass" if not seen.called else "it computed no maps"))
-            elif not seen.kinds and not why and name and _attention_like(class_name) and seen.called:
+            elif not seen.kinds and not why and name and _attention_like(class_name) and seen.called and \
+                    not any(other.startswith(name + ".") or name.startswith(other + ".") for other in read):
                 why.append("named like an attention block, but it computes none of the kinds attnlens reads")
             if why:
                 candidates.extend(Candidate(name, class_name, reason) for reason in why)

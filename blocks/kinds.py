@@ -14,13 +14,12 @@ device; ``N`` is the batch.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
-
-import math
 
 import torch
 import torch.nn.functional as F

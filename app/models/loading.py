@@ -19,7 +19,14 @@ misses.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
 from importlib import resources
@@ -294,6 +301,80 @@ def _user_module(made: Any, what: str, weights: str | None) -> ModelSpec:
                      built.normalize or default.normalize, built.labels, built.task, built.gradcam_layer)
 
 
+AUTOINSTALL_SWITCHES = ("YOLOv5_AUTOINSTALL", "YOLO_AUTOINSTALL")  # YOLOv5's and ultralytics' check_requirements
+_PIP_INSTALL = re.compile(r"(?:^|[\s/\\])(?:pip3?|pip3?\.\d+|-m\s+pip|uv\s+pip)\s+install\b(?P<rest>.*)", re.DOTALL)
+_guard_lock = threading.Lock()
+
+
+@dataclass
+class InstallAttempt:
+    """A ``pip install`` a checkpoint's code started while it was loading (not run)."""
+
+    command: str
+    arguments: list[str]
+
+    @property
+    def packages(self) -> list[str]:
+        return [argument for argument in self.arguments if not argument.startswith("-")]
+
+    @property
+    def instead(self) -> str:
+        """The command that installs the same into the environment attnlens runs in."""
+        return shlex.join([sys.executable, "-m", "pip", "install", *self.arguments])
+
+
+def _install_attempt(command: Any) -> InstallAttempt | None:
+    text = command if isinstance(command, str) else " ".join(map(str, command)) if isinstance(command, (list, tuple)) \
+        else str(command)
+    match = _PIP_INSTALL.search(text)
+    if match is None:
+        return None
+    try:
+        arguments = shlex.split(match["rest"])
+    except ValueError:
+        arguments = match["rest"].split()
+    arguments = [argument for argument in arguments if argument not in ("&&", ";", "|")]
+    return InstallAttempt(text.strip(), arguments)
+
+
+@contextmanager
+def installing_nothing() -> Iterator[list[InstallAttempt]]:
+    """While a trusted checkpoint unpickles (its code runs): the forks' auto-install switches are off, and a
+    ``pip install`` the code starts itself (``os.system``, ``os.popen``, ``subprocess``) is not run but recorded
+    (``os.system`` answers a failure status, ``subprocess`` an ``OSError``). Process-wide while it lasts."""
+    attempts: list[InstallAttempt] = []
+    system, popen = os.system, subprocess.Popen
+
+    def refusing_system(command):
+        attempt = _install_attempt(command)
+        if attempt is None:
+            return system(command)
+        attempts.append(attempt)
+        return 1 << 8  # exit status 1, as os.system reports it
+
+    class RefusingPopen(popen):
+        def __init__(self, args, *more, **options):
+            attempt = _install_attempt(args)
+            if attempt is not None:
+                attempts.append(attempt)
+                raise OSError(f"attnlens installs nothing while loading a checkpoint: {attempt.command}")
+            super().__init__(args, *more, **options)
+
+    with _guard_lock:
+        saved = {name: os.environ.get(name) for name in AUTOINSTALL_SWITCHES}
+        os.environ.update({name: "False" for name in AUTOINSTALL_SWITCHES})
+        os.system, subprocess.Popen = refusing_system, RefusingPopen
+        try:
+            yield attempts
+        finally:
+            os.system, subprocess.Popen = system, popen
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
     """A whole pickled model: YOLO's ``(ckpt.get("ema") or ckpt["model"]).float()``, or a bare module."""
     file = Path(path)
@@ -310,13 +391,15 @@ def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
         raise ModelLoadError(f"refusing to load {path}: a whole-model checkpoint is a pickle, and loading it runs "
                              f"code from the file. If you trust the file, pass --trust-checkpoint "
                              f"(ATTNLENS_TRUST_CHECKPOINT=1, or trust_checkpoint = true in a models file)")
-    try:
-        loaded = torch.load(file, map_location="cpu", weights_only=False)
-    except ModuleNotFoundError as error:
-        raise ModelLoadError(f"{path} needs the code that defined its model: {error}. Run attnlens from your "
-                             f"project's folder (e.g. the YOLO fork) or put it on PYTHONPATH") from error
-    except Exception as error:  # noqa: BLE001 - unreadable or corrupt file: one clear line
-        raise ModelLoadError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+    with installing_nothing() as attempts:
+        try:
+            loaded = torch.load(file, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as error:
+            raise ModelLoadError(_missing_module(path, error, attempts)) from error
+        except Exception as error:  # noqa: BLE001 - unreadable or corrupt file: one clear line
+            if attempts:
+                raise ModelLoadError(_missing_module(path, error, attempts)) from error
+            raise ModelLoadError(f"cannot read {path}: {type(error).__name__}: {error}") from error
     module = loaded
     if isinstance(loaded, Mapping):
         module = loaded.get("ema") or loaded.get("model")
@@ -329,6 +412,21 @@ def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
     if weights:
         load_weights(module, read_state_dict(weights), weights)
     return _with_recipe(module, CHECKPOINT_RECIPE)
+
+
+def _missing_module(path: str, error: BaseException, attempts: list[InstallAttempt]) -> str:
+    """One line for a checkpoint whose code needs what this environment lacks."""
+    if attempts:
+        attempt = attempts[0]
+        return (f"{path} needs {', '.join(attempt.packages) or 'a package'}: its code tried to run "
+                f"`{attempt.command}` while loading (stopped: attnlens installs nothing). Install it into the "
+                f"environment attnlens runs in: {attempt.instead}")
+    missing = getattr(error, "name", None) or str(error)
+    top = missing.split(".")[0]
+    return (f"{path} needs the module {missing!r}, which cannot be imported here: if it is your project's code (e.g. "
+            f"the YOLO fork's {top}/), run attnlens from the project's folder (now {Path.cwd()}) or put it on "
+            f"PYTHONPATH; if it is a package, install it into the environment attnlens runs in: "
+            f"{shlex.join([sys.executable, '-m', 'pip', 'install', top])}")
 
 
 def _takes_image_list(module: nn.Module) -> bool:

@@ -36,7 +36,9 @@ def test_health_ready_model(client):
     assert model["backbone"] == "efficientnet_lite0" and model["device"] == "cpu"
     assert model["input_size"] == 224 and model["num_classes"] == 1000
     assert {b["type"] for b in model["blocks"]} == {"gc", "ca", "acmix", "dcn", "spd"}
-    assert set(model["blocks"][0]) == {"id", "type", "feature_stride", "channels"}
+    assert set(model["blocks"][0]) == {"id", "type", "feature_stride", "channels", "class_name", "recognised"}
+    assert all(block["recognised"].startswith("by names") for block in model["blocks"])  # ours: the fast path
+    assert model["blocks_trained"] is True and model["candidates"] == []
 
 
 def test_analyze_real_photos(client, photos):
