@@ -345,7 +345,9 @@ class CoordPattern(Pattern):
                                         f"multiplies its input (CA gates both)")
                 continue
             planes = _planes_in(chain["root"], x)  # (n', c', 2): where each plane of the root lies in x
-            if planes is None:
+            if planes is None:  # a module the user named, gating a tensor inside it: that tensor's own channels
+                if frame.forced == self.kind:
+                    records.append(_joined_gates([(chain, _planes_in(chain["root"], chain["root"]))], chain["root"]))
                 continue
             seen = torch.zeros(x.shape[:2], dtype=torch.bool)
             seen[planes[..., 0].flatten(), planes[..., 1].flatten()] = True

@@ -40,7 +40,8 @@ def read_models_file(path: str | Path, base: ModelOptions | None = None) -> list
         raise ModelLoadError(f"cannot read the models file {path}: {error}") from error
     if not isinstance(tables, list) or not tables or not all(isinstance(table, dict) for table in tables):
         raise ModelLoadError(f"{path}: expected one or more [[models]] tables, each with a name")
-    inherited = base.model_dump(exclude_unset=True, exclude={"model", "weights"}) if base else {}
+    # the modules --block names are one model's, as are its weights
+    inherited = base.model_dump(exclude_unset=True, exclude={"model", "weights", "blocks"}) if base else {}
     models: list[tuple[str, ModelOptions]] = []
     for number, table in enumerate(tables, 1):
         table = {key.replace("-", "_"): value for key, value in table.items()}
