@@ -8,7 +8,6 @@
 const MARGIN = 44; // room for the CA height / width profiles, in canvas pixels
 const MAX_VIEW = 520; // largest drawn image side, in CSS pixels
 const SIDES = ["A", "B"];
-const BUILT_IN = /^efficientnet_lite0/; // the embedded models, whose blocks are trained or plainly untrained
 
 const state = {
   models: [], // GET /api/v1/models (or the one of GET /api/v1/model)
@@ -754,11 +753,17 @@ function modelSummary(model, lead) {
   const { resize, size, normalize } = model.input;
   const nodes = [lead, element("code", modelName(model)), " on ", element("code", model.device), " · task ",
     element("strong", model.task), ` · input ${resize} ${size}, normalize ${normalize}`,
-    ` · ${model.blocks.length} blocks, `];
+    ` · ${model.blocks.length} blocks`];
+  if (!model.blocks.length) { // nothing recognised: say how to name one
+    return [...nodes, ": ", element("strong", "no block recognised"), " (name one with ",
+      element("code", "--block MODULE=KIND"), "; ", element("code", "attnlens blocks --model …"),
+      " lists what was seen)"];
+  }
+  // blocks_trained: true / false for the built-in models, null where the server cannot know (yours)
   const untrained = [element("strong", "untrained"), ": their maps show initial weights"];
-  const blocks = model.blocks_trained ? ["trained (see the model card in the README)"]
-    : BUILT_IN.test(modelName(model)) ? untrained : ["as in your model"];
-  return [...nodes, ...blocks];
+  const blocks = model.blocks_trained === true ? ["trained (see the model card in the README)"]
+    : model.blocks_trained === false ? untrained : ["as in your model"];
+  return [...nodes, ", ", ...blocks];
 }
 
 function describeModels() {

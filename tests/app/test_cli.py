@@ -68,6 +68,17 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("attnlens ")
 
 
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["analyze", "--help"], ["serve", "--help"],
+                                  ["blocks", "--help"]])
+def test_version_and_help_do_not_import_torch(args):
+    """Importing torch takes seconds: --version and every --help answer without it."""
+    probe = ("import sys, runpy\nsys.argv = ['attnlens', *sys.argv[1:]]\ntry:\n    runpy.run_module('attnlens', "
+             "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("torch imported: False")
+
+
 # --- train and eval on a tiny fake of the Debian data ----------------------------------------------------
 
 

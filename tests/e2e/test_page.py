@@ -153,3 +153,16 @@ def test_detector_boxes_drawn_where_the_object_is(browser, tmp_path):
         expect(page.locator("body")).to_have_attribute("data-highlighted", "0")
         page.screenshot(path=str(SHOTS / "page-detector.png"), full_page=True)
         assert page.problems == [] and page.off_loopback == []
+
+
+def test_a_model_without_blocks_says_how_to_name_one(browser):
+    """A CBAM-only model: the model line and the answer say no block was recognised, and point to --block."""
+    with running_server(ATTNLENS_MODEL="tests.app.fork_models:cbam_only") as (base, _), \
+            guarded_page(browser, base) as page:
+        page.wait_for_selector("body[data-ready=true]")
+        expect(page.locator("#model-line")).to_contain_text("no block recognised")
+        expect(page.locator("#model-line")).to_contain_text("--block MODULE=KIND")
+        page.set_input_files("#file-input", str(DATA / "chelsea.jpg"))
+        expect(page.locator("#answer-a .note")).to_contain_text("--block MODULE=KIND")
+        assert page.locator(".card").count() == 0
+        assert page.problems == [] and page.off_loopback == []
