@@ -172,6 +172,8 @@ def _detached(value):
 def _checked_names(model: nn.Module, blocks: Mapping[str, str] | None) -> dict[str, str]:
     """The user's ``name -> kind``, checked: every name a module of ``model``, every kind known."""
     named = dict(blocks or {})
+    if not named:
+        return named
     modules = dict(model.named_modules())
     for name, kind in named.items():
         if kind not in KINDS:
@@ -337,26 +339,25 @@ class _Capture:
 
     # --- set-up and result -------------------------------------------------------------------------------
 
-    def install(self) -> None:
+    def install(self, modules: list[tuple[str, nn.Module]], readings: dict[str, Reading]) -> None:
+        """Hooks: on every module when observing, else on the blocks ``readings`` name (how each is read)."""
         model = self.model
-        readings = {name: _reading_of(module)[1] for name, module in model.named_modules()}
-        watched = {name for name, reading in readings.items() if reading is not None and reading.reader is None}
         self.frames: dict[str, list[Frame]] = {}
+        watched = sorted({reading.kind for reading in readings.values() if reading.reader is None})
         if self.observing or watched:
-            kinds = list(KINDS) if self.observing else sorted({readings[name].kind for name in watched})
-            self.observer = Observer([KINDS[kind].pattern for kind in kinds])
+            self.observer = Observer([KINDS[kind].pattern for kind in (KINDS if self.observing else watched)])
         self.handles.append(model.register_forward_pre_hook(self.new_pass))
         self.handles.append(model.register_forward_hook(self.pass_done))
-        for name, module in model.named_modules():
-            if self.observing:
+        if self.observing:
+            for name, module in modules:
                 structure = _structure_of(module)
                 self.seen[name] = _Seen(module, structure, self.named.get(name))
                 parts = self.hook_parts(module, structure[1]) if structure else None
                 self.watch(name, module, None, parts)
-                continue
-            reading = readings[name]
-            if reading is None:
-                continue
+            return
+        modules_by_name = dict(modules)
+        for name, reading in readings.items():
+            module = modules_by_name[name]
             if reading.reader is None:
                 self.watch(name, module, reading, None)
             else:
@@ -433,10 +434,20 @@ def capture(model: nn.Module, *, blocks: Mapping[str, str] | None = None,
     ``ValueError`` for a named module the model lacks or an unknown kind.
     """
     named = _checked_names(model, blocks)
-    observing = observe if observe is not None else bool(named) or not _recognised(model)
+    modules = list(model.named_modules())
+    readings: dict[str, Reading] = {}
+    recognised = True
+    for name, module in modules:  # one walk: was every module recognised as it is now, and how each is read
+        known = _readings.get(module)
+        if known is None or known[0] != tuple(module._modules):
+            recognised = False
+            break
+        if known[1] is not None:
+            readings[name] = known[1]
+    observing = observe if observe is not None else bool(named) or not recognised
     state = _Capture(model, named, observing)
     try:
-        state.install()
+        state.install(modules, {} if observing else readings)
         token = _active_captures.set((*_active_captures.get(), state.key))
         try:
             yield state.maps

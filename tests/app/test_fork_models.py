@@ -81,7 +81,8 @@ def test_a_model_without_blocks_says_so_everywhere():
 
 def test_served_fork_model_describes_how_blocks_were_recognised(tmp_path):
     models = tmp_path / "models.toml"
-    models.write_text(f'[[models]]\nname = "fork"\nmodel = "{FORK}"\nresize = "letterbox"\n\n[[models]]\nname = "cbam"\nmodel = "{CBAM_ONLY}"\n')
+    models.write_text(f'[[models]]\nname = "fork"\nmodel = "{FORK}"\nresize = "letterbox"\n\n'
+                      f'[[models]]\nname = "cbam"\nmodel = "{CBAM_ONLY}"\n')
     with TestClient(create_app(Settings(device="cpu", models=models), load_in_background=False)) as client:
         fork = client.get("/api/v1/model", params={"model": "fork"}).json()
         assert fork["blocks_trained"] is None
