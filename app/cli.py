@@ -190,7 +190,8 @@ def _one_line(error: Exception) -> str:
 
     if isinstance(error, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
-    return str(error)
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -201,6 +202,7 @@ def analyze(args: argparse.Namespace) -> int:
     from .analysis.imaging import ImageError, decode_image
     from .analysis.options import AnalyzeOptions
     from .models import ModelLoadError, load_model
+    from .models.boundary import ModelRunError
     from .models.outputs import TargetError
 
     if args.figure and args.figure.suffix.lower() not in FIGURE_FORMATS:
@@ -208,6 +210,9 @@ def analyze(args: argparse.Namespace) -> int:
         return 2
     from pydantic import ValidationError
 
+    answers = sys.stdout
+    if args.json:  # the model's own prints (forks print in forward) go to stderr: stdout is the JSON only
+        sys.stdout = sys.stderr
     try:
         model_options = _model_options(args)
         model = load_model(model_options)
@@ -221,6 +226,8 @@ def analyze(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
+    for warning in model.warnings:
+        print(f"attnlens: warning: {warning}", file=sys.stderr)
     strides = {block.id: block.feature_stride for block in model.blocks}
     failures = 0
     progress = tqdm(args.images, desc="analysing", unit="image", file=sys.stderr,
@@ -239,6 +246,10 @@ def analyze(args: argparse.Namespace) -> int:
             print(f"attnlens: {path}: Grad-CAM: {error}", file=sys.stderr)
             failures += 1
             continue
+        except ModelRunError as error:  # the model's own failure on this image: said, then the next image
+            print(f"attnlens: {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
         report = analysis.report(options)
         report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - started), 2)
         if args.out:
@@ -248,9 +259,12 @@ def analyze(args: argparse.Namespace) -> int:
                 args.figure.with_name(f"{args.figure.stem}-{_safe_name(path.stem)}{args.figure.suffix}")
             save_figure(image, report, target, args.colormap, strides)  # the report made above, with values
         if args.json:
-            print(json.dumps(report if args.values else _without_values(report)), flush=True)
+            print(json.dumps(report if args.values else _without_values(report), allow_nan=False), file=answers,
+                  flush=True)
         elif not args.out or len(args.images) == 1:
             progress.write(_summary(path, report, strides), file=sys.stdout)
+    if failures and len(args.images) > 1:
+        print(f"attnlens: {failures} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -376,6 +390,9 @@ def list_blocks(args: argparse.Namespace) -> int:
 
     from .models import ModelLoadError, load_model
 
+    answers = sys.stdout
+    if args.json:  # the model's own prints go to stderr: stdout is the JSON only
+        sys.stdout = sys.stderr
     try:
         model = load_model(_model_options(args))
     except (ModelLoadError, ValidationError, ValueError) as error:
@@ -384,9 +401,11 @@ def list_blocks(args: argparse.Namespace) -> int:
     candidates = model.recognition.candidates if model.recognition else ()
     if args.json:
         print(json.dumps({"model": model.name, "blocks": [vars(block) for block in model.blocks],
-                          "candidates": [vars(candidate) for candidate in candidates],
-                          "note": model.note or None}))
+                          "candidates": [vars(candidate) for candidate in candidates], "note": model.note or None,
+                          "warnings": model.warnings}), file=answers)
         return 0
+    for warning in model.warnings:
+        print(f"attnlens: warning: {warning}", file=sys.stderr)
     print(f"{model.name}: {len(model.blocks)} block record{'s' * (len(model.blocks) != 1)} in one pass")
     for block in model.blocks:
         print(f"  {block.id:28} {block.class_name:22} {block.type:6} stride {block.feature_stride:>2}  "

@@ -431,8 +431,12 @@ def capture(model: nn.Module, *, blocks: Mapping[str, str] | None = None,
     name; ``name#2`` ... for its later calls in one pass) -> record (``blocks.kinds``) with ``.type``,
     ``.heatmap`` and the block's full maps. ``blocks``: modules the user names as a kind (name -> kind; a
     new recognition). ``observe``: recognise in this pass (default: when the model was never recognised).
-    ``ValueError`` for a named module the model lacks or an unknown kind.
+    ``ValueError`` for a named module the model lacks or an unknown kind. A TorchScript module is run
+    unread (TorchScript supports no forward hooks): the dict stays empty.
     """
+    if isinstance(model, torch.jit.ScriptModule):  # TorchScript supports no forward hooks: nothing to read
+        yield {}
+        return
     named = _checked_names(model, blocks)
     modules = list(model.named_modules())
     readings: dict[str, Reading] = {}

@@ -19,6 +19,7 @@ from torch import Tensor
 from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
+from attnlens.models.boundary import ModelRunError, users_code
 from attnlens.models.gradcam import LayerActivation, grad_cam_map
 from attnlens.models.outputs import TargetError
 
@@ -68,23 +69,31 @@ class Engine:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
         ``gradcam``: one target per image (None: the top one) for Grad-CAM references, computed from the same
-        pass (gradients only then; ``no_grad`` otherwise). ``TargetError`` for a target the output lacks."""
+        pass (gradients only then; ``no_grad`` otherwise). ``TargetError`` for a target the output lacks;
+        ``ModelRunError`` for a model that fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
         model = self.model
         autocast = torch.autocast(model.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
         references: list[Reference | None] = [None] * batch.shape[0]
         if gradcam is None:
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
-                predictions = model.reader.read(model.forward(batch))
+                predictions = self._read(self._forward(batch))
         else:
+            if isinstance(model.module, torch.jit.ScriptModule):
+                raise TargetError(f"{model.name} is TorchScript, which supports no forward hooks: Grad-CAM cannot "
+                                  f"read its layers")
             if model.gradcam_layer is None:
                 raise TargetError(f"{model.name} has no (N, C, h, w) feature map for Grad-CAM; name a layer with "
                                   f"--gradcam-layer")
-            layer = LayerActivation(model.module, model.gradcam_layer)
+            try:
+                layer = LayerActivation(model.module, model.gradcam_layer)
+            except ValueError as error:
+                raise TargetError(str(error)) from error
             with torch.enable_grad(), autocast, blocks.capture(model.module) as maps, layer.kept():
-                output = model.forward(batch.detach().requires_grad_(True))  # a graph even if no weight needs one
-                predictions = model.reader.read(output)
-                references = self._grad_cam(output, predictions, layer, gradcam)
+                output = self._forward(batch.detach().requires_grad_(True))  # a graph even if no weight needs one
+                predictions = self._read(output)
+                with users_code(model.name, model.device, "in Grad-CAM's backward pass"):
+                    references = self._grad_cam(output, predictions, layer, gradcam)
             predictions = predictions.detach() if model.task == "classify" else \
                 [found.detach() for found in predictions] if model.task == "detect" else None
         if model.device.type == "cuda":
@@ -100,6 +109,19 @@ class Engine:
         return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
                          {"forward": forward_ms, "heatmaps": 1000 * (time.perf_counter() - start) - forward_ms},
                          references)
+
+    def _forward(self, batch: Tensor) -> Any:
+        """The model's raw output: its own code, so whatever it raises is ``ModelRunError``."""
+        with users_code(self.model.name, self.model.device):
+            return self.model.forward(batch)
+
+    def _read(self, output: Any) -> Any:
+        """The output read as the probe pass found it laid out; ``ModelRunError`` if it no longer is."""
+        try:
+            return self.model.reader.read(output)
+        except Exception as error:  # noqa: BLE001 - the model's output changed after the probe
+            raise ModelRunError(self.model.name, error, "on this image: its output is not laid out as in the probe "
+                                "pass (" + self.model.reader.layout + ")") from error
 
     def _grad_cam(self, output: Any, predictions: Any, layer: LayerActivation,
                   targets: Sequence[int | None]) -> list[Reference | None]:

@@ -31,16 +31,30 @@ def colormap_lut(name: str) -> np.ndarray:
     return lut
 
 
+MASKED_RGB = (128, 128, 128)  # cells whose value is not finite (NaN / inf): grey, a colour no colormap here ends in
+
+
 def normalized(values: np.ndarray) -> np.ndarray:
-    """Min-max scaled to [0, 1]; a flat map becomes zeros."""
+    """Min-max scaled to [0, 1] over the finite values; a flat map becomes zeros, cells not finite stay NaN."""
     values = np.asarray(values, dtype=np.float32)
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = np.where(finite, values, np.nan)
+    if not finite.any():
+        return values
+    low, high = float(values[finite].min()), float(values[finite].max())
+    return (values - low) / (high - low) if high > low else np.where(finite, 0.0, np.nan).astype(np.float32)
 
 
 def heatmap_rgb(values: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """``(h, w)`` values -> ``(h, w, 3)`` uint8 colours."""
-    return colormap_lut(colormap)[np.round(normalized(values) * 255).astype(np.uint8)]
+    """``(h, w)`` values -> ``(h, w, 3)`` uint8 colours; cells not finite in ``MASKED_RGB``."""
+    scaled = normalized(values)
+    finite = np.isfinite(scaled)
+    rgb = colormap_lut(colormap)[np.round(np.where(finite, scaled, 0) * 255).astype(np.uint8)]
+    if not finite.all():
+        rgb = rgb.copy()
+        rgb[~finite] = MASKED_RGB
+    return rgb
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -7,6 +7,7 @@ What each kind reports is declared with the kind (``attnlens.blocks.kinds``).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,16 +19,34 @@ from attnlens.models import Detections, InputGeometry
 
 from .render import data_url, heatmap_rgb, png_bytes
 
-__all__ = ["block_report", "detection_report", "heatmap_report", "prediction_report"]
+__all__ = ["block_report", "detection_report", "finite_lists", "heatmap_report", "not_finite", "prediction_report"]
 
 DECIMALS = 5  # rounding of values in the JSON
 
 
 def _plain(value: Any) -> Any:
-    """Tensors -> nested lists (rounded); anything else as it is."""
+    """Tensors -> nested lists (rounded), values that are not finite (NaN / inf) as None (JSON's null);
+    anything else as it is."""
     if isinstance(value, torch.Tensor):
-        return np.round(value.detach().float().cpu().numpy(), DECIMALS).tolist()
+        return finite_lists(np.round(value.detach().float().cpu().numpy(), DECIMALS))
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def finite_lists(values: np.ndarray) -> Any:
+    """An array as nested lists, cells that are not finite as None."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    return np.where(finite, values, None).tolist()
+
+
+def not_finite(values: Any) -> int:
+    """How many values of a tensor or array are not finite."""
+    if isinstance(values, torch.Tensor):
+        return int((~torch.isfinite(values.detach())).sum()) if values.is_floating_point() else 0
+    return int((~np.isfinite(np.asarray(values, dtype=np.float64))).sum())
 
 
 def block_report(name: str, record: BlockMaps, i: int, colormap: str, include_values: bool,
@@ -40,24 +59,39 @@ def block_report(name: str, record: BlockMaps, i: int, colormap: str, include_va
 
 
 def heatmap_report(values: np.ndarray, meaning: str, unit: str, colormap: str, include_values: bool) -> dict:
-    """A heatmap ``(h, w)`` in the API: shape, colour-mapped PNG, value range, meaning, unit (values on request)."""
+    """A heatmap ``(h, w)`` in the API: shape, colour-mapped PNG, value range, meaning, unit (values on request).
+    Cells that are not finite (NaN / inf) are masked: grey in the PNG, null in ``values``, counted in
+    ``masked``, left out of ``range``."""
+    finite = np.isfinite(values)
+    shown = values[finite]
     heatmap = {"shape": list(values.shape), "png": data_url(png_bytes(heatmap_rgb(values, colormap))),
-               "range": [float(values.min()), float(values.max())], "meaning": meaning, "unit": unit}
+               "range": [float(shown.min()), float(shown.max())] if shown.size else [0.0, 0.0], "meaning": meaning,
+               "unit": unit}
+    if not finite.all():
+        heatmap["masked"] = int((~finite).sum())
     if include_values:
-        heatmap["values"] = np.round(values, DECIMALS + 2).tolist()
+        heatmap["values"] = finite_lists(np.round(values, DECIMALS + 2))
     return heatmap
 
 
-def prediction_report(probabilities: torch.Tensor, labels: list[str], top: int = 5) -> list[dict]:
-    """Top classes of one image's probabilities ``(K,)``."""
-    scores, indices = probabilities.topk(min(top, probabilities.shape[-1]))
-    return [{"index": int(index), "label": labels[int(index)], "score": round(float(score), 6)}
-            for score, index in zip(scores.tolist(), indices.tolist())]
+def prediction_report(probabilities: torch.Tensor, label: Callable[[int], str], top: int = 5) -> tuple[list[dict], int]:
+    """Top classes of one image's probabilities ``(K,)`` and how many classes were left out for a score that is
+    not finite."""
+    finite = torch.isfinite(probabilities)
+    scores, indices = probabilities.masked_fill(~finite, -1.0).topk(min(top, int(finite.sum())))
+    return ([{"index": int(index), "label": label(int(index)), "score": round(float(score), 6)}
+             for score, index in zip(scores.tolist(), indices.tolist())], int((~finite).sum()))
 
 
-def detection_report(detections: Detections, geometry: InputGeometry, label: Callable[[int], str]) -> list[dict]:
-    """One image's boxes, best first, in upright original-image pixels (the input's resize / letterbox undone)."""
+def detection_report(detections: Detections, geometry: InputGeometry,
+                     label: Callable[[int], str]) -> tuple[list[dict], int]:
+    """One image's boxes, best first, in upright original-image pixels (the input's resize / letterbox undone,
+    clipped to the image), and how many candidates were left out (values not finite, boxes empty, or empty once
+    clipped: outside the image)."""
     boxes = geometry.boxes_to_image(detections.boxes.cpu())
-    return [{"box": [round(float(v), 2) for v in box], "index": int(index), "label": label(int(index)),
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    rows = [{"box": [round(float(v), 2) for v in box], "index": int(index), "label": label(int(index)),
              "score": round(float(score), 6)}
-            for box, index, score in zip(boxes.tolist(), detections.classes.tolist(), detections.scores.tolist())]
+            for box, index, score, keep in zip(boxes.tolist(), detections.classes.tolist(), detections.scores.tolist(),
+                                               inside.tolist()) if keep]
+    return rows, detections.dropped + int((~inside).sum())

@@ -88,14 +88,19 @@ class Analysis:
             "input": {"width": self.input_size[0], "height": self.input_size[1], "content": list(geometry.content)},
             "task": model.task,
         }
+        notes = [model.note]
         if model.task == "classify":
-            report["predictions"] = prediction_report(self.predictions.cpu(), model.labels)
+            report["predictions"], dropped = prediction_report(self.predictions.cpu(), model.label)
+            if dropped:
+                notes.append(f"{dropped} of {self.predictions.shape[-1]} class scores are not finite (NaN / inf): left "
+                             f"out of the predictions" + ("" if report["predictions"] else ", so there are none"))
         elif model.task == "detect":
-            report["detections"] = detection_report(self.predictions, geometry, model.label)
-        if model.note:
-            report["note"] = model.note
+            report["detections"], dropped = detection_report(self.predictions, geometry, model.label)
+            if dropped:
+                notes.append(f"{dropped} candidate detection{'s' * (dropped != 1)} left out: a box or score not finite "
+                             f"(NaN / inf), or an empty box")
         if options.gradcam and self.reference is None:
-            report["note"] = " ".join(filter(None, [report.get("note"), "Grad-CAM: no detection to explain."]))
+            notes.append("Grad-CAM: no detection to explain.")
         report["blocks"] = [block_report(name, record, self.index, options.colormap, options.include_values,
                                          options.include_maps) for name, record in self.maps.items()]
         if self.reference is not None:
@@ -105,6 +110,12 @@ class Analysis:
             report["reference"] = {"method": reference.method, "layer": reference.layer, "target": target,
                                    "heatmap": heatmap_report(reference.heatmap.float().cpu().numpy(), reference.meaning,
                                                              reference.unit, options.colormap, options.include_values)}
+        masked = [(entry["id"], entry["heatmap"]) for entry in report["blocks"]] + \
+            ([("Grad-CAM", report["reference"]["heatmap"])] if "reference" in report else [])
+        notes += [f"{name}: {heatmap['masked']} of {heatmap['shape'][0] * heatmap['shape'][1]} heatmap cells are not "
+                  f"finite (NaN / inf), masked (grey, null)" for name, heatmap in masked if heatmap.get("masked")]
+        if any(notes):
+            report["note"] = "; ".join(note for note in notes if note)
         report["timings_ms"] = {key: round(value, 2) for key, value in self.timings_ms.items()} | \
             {"maps": round(1000 * (time.perf_counter() - start), 2)}
         return report

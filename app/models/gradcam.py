@@ -33,6 +33,8 @@ class LayerActivation:
         layers = dict(module.named_modules())
         if name not in layers:
             raise ValueError(f"the model has no layer {name!r} for Grad-CAM")
+        if isinstance(layers[name], torch.jit.ScriptModule):
+            raise ValueError(f"layer {name!r} is TorchScript, which supports no forward hooks: Grad-CAM cannot read it")
         self.name, self.layer, self.output = name, layers[name], None
 
     @contextmanager
@@ -68,7 +70,7 @@ def feature_layer(module: nn.Module, run: Any) -> str | None:
     None when no layer gives such a map."""
     finished: list[tuple[str, Any]] = []
     handles = [layer.register_forward_hook(lambda m, a, out, name=name: finished.append((name, out)))
-               for name, layer in module.named_modules() if name]
+               for name, layer in module.named_modules() if name and not isinstance(layer, torch.jit.ScriptModule)]
     try:
         output = run()
     finally:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
+from .boundary import ModelRunError, one_line
 from .gradcam import feature_layer
 from .inputs import InputRecipe
 from .options import ModelOptions, ModelSpec
@@ -59,6 +60,11 @@ TORCHVISION_WEIGHT_FILES = {  # file names torchvision stores in <torch hub dir>
 
 class ModelLoadError(Exception):
     """A model or checkpoint that cannot be used, with a message that says what to do."""
+
+
+def _raised(error: BaseException) -> str:
+    """What the user's code raised, in one line."""
+    return ModelRunError("", error).raised
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class LoadedModel:
     blocks: list[BlockInfo] = field(default_factory=list)
     blocks_trained: bool | None = None  # known for the built-ins only
     recognition: blocks.Recognition | None = None  # what the probe pass recognised, and the candidates not read
+    warnings: list[str] = field(default_factory=list)  # what loading found that works, but not as the user may think
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
     gradcam_layer: str | None = None  # where Grad-CAM references are computed (None: no 4-D feature map found)
 
@@ -109,7 +116,7 @@ class LoadedModel:
 
     @property
     def num_classes(self) -> int:
-        return len(self.labels)
+        return getattr(self.reader, "num_classes", None) or len(self.labels)
 
     def forward(self, batch: Tensor) -> Any:
         """The module's raw output for a batch ``(N, 3, h, w)`` in [0, 1] (normalised here)."""
@@ -148,7 +155,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file becomes one clear message
-        raise ModelLoadError(f"cannot read weights from {path}: {error}") from error
+        raise ModelLoadError(f"cannot read weights from {path}: {one_line(error)}") from error
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -277,12 +284,18 @@ def _user_factory(spec: str, weights: str | None) -> ModelSpec:
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
-        raise ModelLoadError(f"cannot import {spec}: {error} (is its folder the working directory or on "
+        raise ModelLoadError(f"cannot import {spec}: {one_line(error)} (is its folder the working directory or on "
                              f"PYTHONPATH?)") from error
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - the user's module failed (or exited) while importing
+        raise ModelLoadError(f"importing {module_name} for {spec} failed: {_raised(error)}") from error
     try:
         made = factory()
-    except Exception as error:  # noqa: BLE001 - the user's code: one line saying what it raised
-        raise ModelLoadError(f"{spec}() raised {type(error).__name__}: {error}") from error
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - the user's code (sys.exit included): one line saying what it raised
+        raise ModelLoadError(f"{spec}() raised {_raised(error)}") from error
     return _user_module(made, f"{spec}() returned", weights)
 
 
@@ -396,10 +409,12 @@ def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
             loaded = torch.load(file, map_location="cpu", weights_only=False)
         except ModuleNotFoundError as error:
             raise ModelLoadError(_missing_module(path, error, attempts)) from error
-        except Exception as error:  # noqa: BLE001 - unreadable or corrupt file: one clear line
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - unreadable, corrupt, or its code failed: one clear line
             if attempts:
                 raise ModelLoadError(_missing_module(path, error, attempts)) from error
-            raise ModelLoadError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+            raise ModelLoadError(f"cannot read {path}: {_raised(error)}") from error
     module = loaded
     if isinstance(loaded, Mapping):
         module = loaded.get("ema") or loaded.get("model")
@@ -434,14 +449,30 @@ def _takes_image_list(module: nn.Module) -> bool:
     return type(getattr(module, "transform", None)).__name__ == "GeneralizedRCNNTransform"
 
 
+def _label_list(names: Any, what: str) -> list[str]:
+    """Class names given as a list, or as YOLO's dict of index -> name (a missing index is named ``class N``)."""
+    if isinstance(names, Mapping):
+        try:
+            by_index = {int(index): str(name) for index, name in names.items()}
+        except (TypeError, ValueError) as error:
+            raise ModelLoadError(f"{what}: a dict of names needs class indices as keys ({one_line(error)})") from error
+        if not by_index or min(by_index) < 0:
+            raise ModelLoadError(f"{what}: a dict of names needs class indices 0, 1, ... as keys")
+        return [by_index.get(i, f"class {i}") for i in range(max(by_index) + 1)]
+    if isinstance(names, (list, tuple)):
+        return [str(name) for name in names]
+    raise ModelLoadError(f"{what}: expected a list of names or a dict of index: name, got {type(names).__name__}")
+
+
 def _names(module: nn.Module) -> list[str] | None:
     """Class names a model carries (YOLO's ``names``: a list or a dict index -> name)."""
     names = getattr(module, "names", None)
-    if isinstance(names, Mapping):
-        return [str(names[i]) for i in sorted(names)] if all(isinstance(i, int) for i in names) else None
-    if isinstance(names, (list, tuple)) and names:
-        return [str(name) for name in names]
-    return None
+    if not isinstance(names, (Mapping, list, tuple)) or not names:
+        return None
+    try:
+        return _label_list(names, "the model's names")
+    except ModelLoadError:
+        return None
 
 
 def read_labels(path: str) -> list[str]:
@@ -457,11 +488,9 @@ def read_labels(path: str) -> list[str]:
         try:
             names = (yaml.safe_load(text) or {}).get("names")
         except (yaml.YAMLError, AttributeError) as error:
-            raise ModelLoadError(f"{path}: not YAML with a 'names' list or dict ({error})") from error
-        if isinstance(names, dict) and all(isinstance(i, int) for i in names):
-            return [str(names[i]) for i in sorted(names)]
-        if isinstance(names, list):
-            return [str(name) for name in names]
+            raise ModelLoadError(f"{path}: not YAML with a 'names' list or dict ({one_line(error)})") from error
+        if isinstance(names, (dict, list)) and names:
+            return _label_list(names, path)
         raise ModelLoadError(f"{path}: 'names' must be a list or a dict of index: name")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -503,7 +532,7 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
     size = model.input_size
     probe, _ = model.recipe.prepare(probe_image(size))
     handles = [module.register_forward_pre_hook(partial(record_channels, name))
-               for name, module in model.module.named_modules()]
+               for name, module in model.module.named_modules() if not isinstance(module, torch.jit.ScriptModule)]
     captured = {}
 
     def run() -> Any:
@@ -514,10 +543,15 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
     try:
         feature_stage = feature_layer(model.module, run)
     except ValueError as error:  # a --block naming no module, or no kind
+        if not str(error).startswith("block "):
+            raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
+                                 f"{_raised(error)}") from error
         raise ModelLoadError(f"{model.name}: --{error}") from error
-    except Exception as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
         raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
-                             f"{type(error).__name__}: {error}") from error
+                             f"{_raised(error)}") from error
     finally:
         for handle in handles:
             handle.remove()
@@ -586,7 +620,9 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
     except ValueError as error:
         raise ModelLoadError(str(error)) from error
     labels = read_labels(model.labels) if model.labels else \
-        read_labels(built.labels) if isinstance(built.labels, str) else built.labels or _names(built.module)
+        read_labels(built.labels) if isinstance(built.labels, str) else \
+        _label_list(built.labels, f"{name}'s labels") if built.labels else _names(built.module)
+    _refuse_unrunnable(built.module, name)
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
                          blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module))
@@ -594,14 +630,30 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
     loaded.gradcam_layer = model.gradcam_layer or built.gradcam_layer or feature_stage
     if loaded.gradcam_layer not in dict(loaded.module.named_modules()) and loaded.gradcam_layer is not None:
         raise ModelLoadError(f"{name} has no layer {loaded.gradcam_layer!r} for --gradcam-layer")
-    classes = len(labels) if labels else getattr(built.module, "nc", None)
+    classes = getattr(built.module, "nc", None)
+    classes = classes if isinstance(classes, int) and classes > 0 else len(labels) if labels else None
     try:
         loaded.reader = infer_reader(output, 1, model.task if model.task != "auto" else built.task or "auto",
-                                     int(classes) if isinstance(classes, int) else None, model.conf, model.iou,
-                                     model.max_det)
+                                     classes, model.conf, model.iou, model.max_det)
     except OutputError as error:
         raise ModelLoadError(f"{name}: {error}") from error
+    count = getattr(loaded.reader, "num_classes", 0)
     if not labels:
-        count = getattr(loaded.reader, "num_classes", 0)
         loaded.labels = list(imagenet_labels()) if count == 1000 else [f"class {i}" for i in range(count)]
+    elif count and len(labels) != count:
+        loaded.warnings.append(
+            f"{name}: {len(labels)} labels for {count} classes: " +
+            (f"classes {len(labels)} to {count - 1} are named 'class N'" if len(labels) < count else
+             f"the last {len(labels) - count} labels name no class"))
+    if isinstance(loaded.module, torch.jit.ScriptModule):
+        loaded.warnings.append(f"{name} is a TorchScript module: its submodules' calls cannot be hooked, so attnlens "
+                               f"reads its output but no block maps (load the Python model to see them)")
     return loaded
+
+
+def _refuse_unrunnable(module: nn.Module, name: str) -> None:
+    """A model that cannot run at all: weights on the ``meta`` device (shapes without values)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(tensor.is_meta for tensor in tensors):
+        raise ModelLoadError(f"{name} has its weights on the meta device (shapes without values, as built under "
+                             f"torch.device('meta') or init_empty_weights): load real weights into it first")

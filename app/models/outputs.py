@@ -49,9 +49,10 @@ class Detections:
     scores: Tensor
     classes: Tensor
     rows: Tensor
+    dropped: int = 0  # candidates left out: a box or score not finite (NaN / inf), or an empty box
 
     def detach(self) -> Detections:
-        return Detections(self.boxes.detach(), self.scores.detach(), self.classes, self.rows)
+        return Detections(self.boxes.detach(), self.scores.detach(), self.classes, self.rows, self.dropped)
 
 
 class OutputReader(ABC):
@@ -84,7 +85,11 @@ class ClassReader(OutputReader):
     note: str = ""
 
     def read(self, output: Any) -> Tensor:
-        return _primary(output).float().softmax(dim=-1)
+        """Softmax probabilities over the finite logits; a class whose logit is not finite (NaN / inf) gets NaN
+        (left out of the predictions and said), the others share the probability."""
+        logits = _primary(output).float()
+        finite = torch.isfinite(logits)
+        return logits.masked_fill(~finite, float("-inf")).softmax(dim=-1).masked_fill(~finite, float("nan"))
 
     def score(self, output: Any, predictions: Tensor, i: int, target: int) -> Tensor:
         """The logit of class ``target``."""
@@ -139,14 +144,21 @@ class BoxReader(OutputReader):
         return results
 
     def _keep(self, boxes: Tensor, scores: Tensor, classes: Tensor, nms: bool) -> Detections:
-        keep = scores >= self.conf
+        """Confident candidates with finite, non-empty boxes (corners put in order), after NMS, best first;
+        ``dropped`` counts those left out for a value that is not finite or an empty box."""
+        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+        candidates = ~(scores < self.conf)  # NaN scores included: they are not finite, not unconfident
+        boxes = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = candidates & finite & nonempty
+        dropped = int((candidates & ~keep).sum())
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         if nms:
             order = batched_nms(boxes, scores, classes, self.iou)
         else:
             order = scores.argsort(descending=True)
         order = order[: self.max_det]
-        return Detections(boxes[order], scores[order], classes[order], keep.nonzero()[:, 0][order])
+        return Detections(boxes[order], scores[order], classes[order], keep.nonzero()[:, 0][order], dropped)
 
     def score(self, output: Any, predictions: list[Detections], i: int, target: int) -> Tensor:
         """The confidence of the detection ranked ``target`` in image ``i``, recomputed from the raw output."""

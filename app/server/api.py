@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from attnlens.analysis.options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
 
-from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription, ModelList
+from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription, ModelFailure, ModelList
 from .service import Served, Service
 
 __all__ = ["api", "health"]
@@ -22,7 +22,9 @@ NPZ_MEDIA_TYPE = "application/x-npz"
 ERRORS = {status: {"model": ErrorResponse, "description": description} for status, description in (
     (400, "not an image, undecodable, or a bad option"), (404, "no model by that name"),
     (413, "too many bytes or pixels"), (415, "not an image type we read"),
-    (503, "overloaded or still loading; see Retry-After"))}
+    (503, "overloaded or still loading; see Retry-After"))} | {
+    502: {"model": ModelFailure, "description": "the model itself failed on this image (its code raised, exited or "
+                                                "ran out of memory): the model's failure, not the request's"}}
 
 api = APIRouter(prefix="/api/v1", tags=["v1"])
 health = APIRouter(tags=["health"])

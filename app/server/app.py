@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from attnlens import __version__
 from attnlens.analysis.imaging import ImageError, ImageTooLarge, UndecodableImage, UnsupportedImage
+from attnlens.models.boundary import ModelRunError
 from attnlens.models.outputs import TargetError
 
 from .api import api, health
@@ -82,6 +83,13 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(ModelRunError)
+    async def model_failed(request: Request, error: ModelRunError) -> JSONResponse:
+        """The user's model failed on this image: its own failure (502), logged with its traceback; the
+        server goes on serving it and the other models."""
+        log.error("%s", error, exc_info=error.error)
+        return JSONResponse({"detail": str(error), "model": error.model, "raised": error.raised}, status_code=502)
 
     @app.exception_handler(TargetError)
     async def bad_target(request: Request, error: TargetError) -> JSONResponse:

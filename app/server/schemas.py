@@ -90,7 +90,10 @@ class Heatmap(BaseModel):
     range: list[float] = Field(description="[min, max] of the values")
     meaning: str = Field(description="what the map shows")
     unit: str = Field(description="unit of the values")
-    values: list[list[float]] | None = Field(None, description="raw values, h rows of w (with include=values)")
+    values: list[list[float | None]] | None = Field(None, description="raw values, h rows of w (with "
+                                                    "include=values); null where the value is not finite")
+    masked: int | None = Field(None, description="how many cells are not finite (NaN / inf): grey in the PNG, null "
+                               "in values, left out of range (absent when none)")
 
 
 class BlockResult(BaseModel):
@@ -136,6 +139,12 @@ class AnalysisResult(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any = Field(description="what went wrong")
+
+
+class ModelFailure(BaseModel):
+    detail: str = Field(description="what went wrong, in one line naming the model")
+    model: str = Field(description="the name of the model that failed")
+    raised: str = Field(description="what the model's code raised: exception type and the first line of its message")
 
 
 class Health(BaseModel):

@@ -24,7 +24,8 @@ from attnlens.analysis.engine import Engine
 from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.options import AnalyzeOptions
 from attnlens.analysis.result import Analysis
-from attnlens.models import InputGeometry, LoadedModel, ModelOptions, load_model
+from attnlens.models import InputGeometry, LoadedModel, ModelLoadError, ModelOptions, load_model
+from attnlens.models.boundary import ModelRunError
 from attnlens.models.catalog import models_to_serve
 
 from .inference import Admission, MicroBatcher, Overloaded
@@ -101,15 +102,23 @@ class Service:
                 model = load_model(served.options)
                 engine = Engine(model, served.options.precision)
                 warm_up = Image.new("RGB", (model.input_size, model.input_size), (127, 127, 127))
-                self._inference.submit(engine.analyze, warm_up).result()
-            except Exception as error:  # noqa: BLE001 - reported by /readyz and every request
-                self.load_error = f"the model {served.name} could not be loaded: {error}"
+                try:
+                    self._inference.submit(engine.analyze, warm_up).result()
+                except ModelRunError as error:  # it loaded: requests will say what it raises, the others are served
+                    log.warning("%s; serving it anyway", str(error).replace("on this image", "on the warm-up image"))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # noqa: BLE001 - reported by /readyz and every request, and stops serve
+                self.load_error = f"the model {served.name} could not be loaded: " + \
+                    (str(error) if isinstance(error, ModelLoadError) else ModelRunError(served.name, error).raised)
                 log.error(self.load_error)
                 if self.on_load_error is not None:
                     self.on_load_error(self.load_error)
                 return
             if self._stopping.is_set():
                 return
+            for warning in model.warnings:
+                log.warning("model %s: %s", served.name, warning)
             max_batch = self.settings.max_batch or (8 if model.device.type == "cuda" else 4)
             served.model, served.engine = model, engine
             served.batcher = MicroBatcher(lambda jobs, served=served: self._run_batch(served, jobs), max_batch,
@@ -153,9 +162,11 @@ class Service:
         engine = served.engine
         try:
             result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), gradcam)
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # a CUDA model's (a CPU one's is the model's failure, ModelRunError)
             torch.cuda.empty_cache()
             raise Overloaded("the GPU ran out of memory; try again or send a smaller image", 5) from None
+        except ModelRunError as error:  # named as the server offers it
+            raise ModelRunError(served.name, error.error, error.during) from error.error
         analyses = engine.analyses(result, [geometry for _, _, geometry, _ in jobs])
         for analysis, (*_, enqueued) in zip(analyses, jobs):
             analysis.timings_ms["queue"] = 1000 * (started - enqueued)
