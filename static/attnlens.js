@@ -50,13 +50,17 @@ function reflect(index, size) {
   return i >= size ? period - i : i;
 }
 
+// cells the server sends as null were not finite (NaN / inf): left out of ranges, drawn in MASKED grey
+const MASKED = [128, 128, 128];
+
 function rangeOf(grid) {
   let low = Infinity, high = -Infinity;
-  for (const row of grid) for (const v of row) { if (v < low) low = v; if (v > high) high = v; }
-  return [low, high];
+  for (const row of grid) for (const v of row) { if (v === null) continue; if (v < low) low = v; if (v > high) high = v; }
+  return low <= high ? [low, high] : [0, 0];
 }
 
 function format(value) {
+  if (value === null || value === undefined) return "n/a"; // not finite, or not reported (a fork's block without it)
   if (value === 0) return "0";
   const magnitude = Math.abs(value);
   return magnitude >= 1000 || magnitude < 0.001 ? value.toExponential(2) : value.toPrecision(3);
@@ -87,8 +91,9 @@ function colourGrid(grid, range, lut) {
   const span = high > low ? high - low : 1;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      const level = high > low ? Math.round(((grid[y][x] - low) / span) * 255) : 0;
-      const [r, g, b] = lut[Math.max(0, Math.min(255, level))];
+      const value = grid[y][x];
+      const level = high > low ? Math.round(((value - low) / span) * 255) : 0;
+      const [r, g, b] = value === null ? MASKED : lut[Math.max(0, Math.min(255, level))];
       const o = 4 * (y * w + x);
       pixels.data[o] = r; pixels.data[o + 1] = g; pixels.data[o + 2] = b; pixels.data[o + 3] = 255;
     }
@@ -580,7 +585,7 @@ class DifferenceCard extends Card {
 
   grid() {
     const a = this.a.grid();
-    return this.b.grid().map((row, r) => row.map((v, c) => v - a[r][c]));
+    return this.b.grid().map((row, r) => row.map((v, c) => (v === null || a[r][c] === null ? null : v - a[r][c])));
   }
 
   range(grid) {
@@ -591,6 +596,7 @@ class DifferenceCard extends Card {
   largest(grid) {
     let value = 0, cell = [0, 0], sum = 0;
     grid.forEach((row, r) => row.forEach((v, c) => {
+      if (v === null) return;
       sum += Math.abs(v);
       if (Math.abs(v) > value) { value = Math.abs(v); cell = [r, c]; }
     }));

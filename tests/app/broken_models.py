@@ -166,3 +166,26 @@ def loads_wrong_weights():
 
 def names_dict():
     return ModelSpec(Classifier(), labels={0: "zero", 1: "one", 2: "two"})
+
+
+class NanAtCorner(nn.Module):
+    """From the second call, the input's top-left position becomes NaN (as a fork's bad normalisation might)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 1:
+            x = x.clone()
+            x[..., 0, 0] = float("nan")
+        return x
+
+
+def nan_in_a_block():
+    """A CA block fed a NaN at one position: its row and column gates are NaN there (a cross of NaN cells)."""
+    from attnlens.blocks import CA
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), NanAtCorner(), CA(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
