@@ -134,13 +134,23 @@ def _recognised(model: nn.Module) -> bool:
 
 def recognition_of(model: nn.Module) -> Recognition | None:
     """What the last recognition of ``model`` found (None if it was never recognised as a whole)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return _unhookable(type(model).__name__)
     return _recognitions.get(model) if _recognised(model) else None
+
+
+def _unhookable(class_name: str) -> Recognition:
+    return Recognition((), (Candidate("", class_name, "a TorchScript module: its parts' calls cannot be hooked, so "
+                                      "no block can be read (use the Python model)"),))
 
 
 def recognise(model: nn.Module, *example_args: Any, blocks: Mapping[str, str] | None = None,
               **example_kwargs: Any) -> Recognition:
     """Run ``model(*example_args, **example_kwargs)`` once (no gradients) and recognise its blocks by what they
-    compute; later ``capture`` s read them. ``blocks``: modules the user names, qualified name -> kind."""
+    compute; later ``capture`` s read them. ``blocks``: modules the user names, qualified name -> kind. A
+    TorchScript module has no forward hooks to watch its parts by: nothing is recognised, the candidates say so."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return _unhookable(type(model).__name__)
     with torch.no_grad(), capture(model, blocks=blocks, observe=True):
         model(*example_args, **example_kwargs)
     recognition = _recognitions.get(model)
@@ -155,6 +165,8 @@ def find_blocks(model: nn.Module, example_input: Any = None, blocks: Mapping[str
     With ``example_input``, the model runs on it once and its blocks are recognised by what they compute
     (``recognise``); without it, what an earlier recognition found, or for a model never recognised, the
     blocks whose structure is known (ours, the official code's, the forks' copies)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return {}
     if example_input is not None:
         recognise(model, example_input, blocks=blocks)
     elif blocks:

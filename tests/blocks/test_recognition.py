@@ -275,3 +275,13 @@ def test_recognised_blocks_cost_nothing_where_nothing_was_found():
     assert set(maps) == {"1"}
     assert seen and "aten.convolution.default" in seen  # CA_Block's own 1x1 convs
     assert seen.count("aten.convolution.default") == 3  # conv_1x1, F_h, F_w: the model's two convs are not watched
+
+
+def test_torchscript_modules_are_run_unread():
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 8, 3), blocks.CA(8, 8)))
+    x = torch.randn(1, 3, 8, 8)
+    assert find_blocks(scripted) == {} and find_blocks(scripted, x) == {}
+    assert "TorchScript" in recognise(scripted, x).candidates[0].why
+    with capture(scripted) as maps:
+        scripted(x)
+    assert maps == {}
