@@ -21,8 +21,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``ModelOptions`` (one declaration for the CLI, the server's variables and models files)."""
+def _add_model_options(parser: argparse.ArgumentParser, repeated: tuple[str, ...] = ()) -> None:
+    """The flags of ``ModelOptions`` (one declaration for the CLI, the server's variables and models files);
+    ``repeated``: options given once per model (``eval --model A --model B``)."""
     from .models.options import ModelOptions
 
     group = parser.add_argument_group("model", "which model, and how its input is made and its output read")
@@ -30,6 +31,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = f" (default {field.default})" if field.default not in (None, False) else ""
         extra = field.json_schema_extra or {}
+        if name in repeated:
+            group.add_argument(flag, dest=name, action="append", default=None,
+                               help=f"{field.description} (repeat to compare models)")
+            continue
         if "flag" in extra:  # repeatable: --block A=ca --block B=gc
             group.add_argument(extra["flag"], dest=name, action="append", default=None, metavar=extra.get("metavar"),
                                help=field.description)
@@ -106,14 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     train.add_argument("--data", type=Path, help="an ImageFolder with labels: train blocks + a new head on it instead")
     train.add_argument("--device", default=None)
-    evaluate = commands.add_parser("eval", help="score the blocks' maps on held-out composites",
-                                   description="Pointing game and energy-in-mask of every block's heatmap on held-out "
-                                               "composites, beside the centre prior, uniform, untrained blocks and Grad-CAM.")
-    evaluate.add_argument("--blocks", type=Path, help="trained block weights (default: the shipped ones)")
-    evaluate.add_argument("--count", type=_positive, default=200, help="held-out composites")
-    evaluate.add_argument("--seed", type=int, default=1)
-    evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
-    evaluate.add_argument("--device", default=None)
+    evaluate = commands.add_parser(
+        "eval", help="score every block's maps against a labelled dataset's boxes (or the held-out composites)",
+        description="With --data: every map of every model (--model A --model B, or --models FILE.toml) scored "
+                    "against the boxes of a labelled dataset (YOLO data.yaml, or COCO JSON with --images): energy, "
+                    "area, lift and pointing per image, means with bootstrap 95% intervals overall, per class and "
+                    "per size, paired comparisons of the models; --out writes summary.json, per_image.csv, "
+                    "report.html and figure.png/.pdf. Without --data: the default model's blocks on held-out "
+                    "composites (the model card's scores).")
+    evaluate.add_argument("--data", type=Path, help="a YOLO data.yaml or a COCO detection JSON")
+    evaluate.add_argument("--images", type=Path, help="COCO: the folder of the images (default: the JSON's)")
+    evaluate.add_argument("--split", default="val", help="YOLO: the split to score (default val)")
+    evaluate.add_argument("--limit", type=_positive, help="score a seeded sample of this many images")
+    evaluate.add_argument("--classes", help="only these classes count (comma-separated names or indices)")
+    evaluate.add_argument("--models", type=Path, metavar="FILE.toml", help="the models to compare, as serve reads them")
+    evaluate.add_argument("--reference", choices=("gradcam", "none"), default="gradcam",
+                          help="a reference map scored beside the blocks' (default gradcam, where a model has a layer)")
+    evaluate.add_argument("--out", type=Path, help="write summary.json, per_image.csv, report.html, figure.png/.pdf")
+    evaluate.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
+    evaluate.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default 2)")
+    evaluate.add_argument("--blocks", type=Path, help="composites: trained block weights (default: the shipped ones)")
+    evaluate.add_argument("--count", type=_positive, default=200, help="composites: how many held-out composites")
+    evaluate.add_argument("--seed", type=int, default=1, help="composites and samples: the seed")
+    evaluate.add_argument("--json", action="store_true", help="print the scores (the summary) as JSON")
+    _add_model_options(evaluate, repeated=("model",))
     blocks = commands.add_parser("blocks", help="list a model's blocks (with --model ...), or the kinds attnlens reads",
                                  description="With model options: every block recognised in that model (module, "
                                              "class, kind, feature stride, how it was recognised) and the modules "
@@ -346,6 +367,63 @@ def train_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_dataset(args: argparse.Namespace) -> int:
+    """``attnlens eval --data``: every model's maps scored on a labelled dataset."""
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from .evaluation import DataError, evaluate
+    from .models import ModelLoadError, load_model
+    from .models.catalog import models_to_serve
+
+    answers = sys.stdout
+    if args.json:
+        sys.stdout = sys.stderr
+    try:
+        base = _model_options(argparse.Namespace(**{**vars(args), "model": None}))
+        if args.models:
+            chosen = models_to_serve(base, args.models)
+        else:
+            chosen = [(name, base.model_copy(update={"model": name})) for name in (args.model or [None])]
+            chosen = [(options.model or "efficientnet_lite0", options) for _, options in chosen]
+        models = [(name, load_model(options)) for name, options in chosen]
+        for name, model in models:
+            for warning in model.warnings:
+                print(f"attnlens: warning: {warning}", file=sys.stderr)
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        summary = evaluate(models, args.data, args.images, args.split, args.limit, classes, args.reference, args.out,
+                           args.batch_size, args.workers, args.seed,
+                           progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr))
+    except (ModelLoadError, DataError, ValidationError, ValueError) as error:
+        print(f"attnlens: {_one_line(error)}", file=sys.stderr)
+        return 2
+    skipped = summary["dataset"]["skipped"]
+    if skipped:
+        first = skipped[0]
+        print(f"attnlens: warning: {len(skipped)} skipped (first: {first['file']}"
+              f"{':' + str(first['line']) if first['line'] else ''}: {first['reason']}); all are in the summary",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, allow_nan=False), file=answers)
+        return 0
+    dataset = summary["dataset"]
+    print(f"{dataset['images']} images, {dataset['objects']} objects, {dataset['backgrounds']} backgrounds (not "
+          f"scored); means over images [bootstrap 95% interval]")
+    width = max(len(name) for name in summary["models"])
+    print(f"{'model':{width}} {'map':34} {'energy':>22} {'lift':>22} {'pointing':>22}")
+    for row in summary["rows"]:
+        cells = [f"{row[m]['mean']:.3f} [{row[m]['ci95'][0]:.3f}, {row[m]['ci95'][1]:.3f}]" if row[m]["mean"] is not
+                 None else "-" for m in ("energy", "lift", "pointing")]
+        print(f"{row['model']:{width}} {row['map'][:34]:34} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22}")
+    for c in summary["comparisons"]:
+        if c["measure"] == "energy" and c["mean_diff"] is not None:
+            print(f"{c['b']} - {c['a']} on {c['map']}: energy {c['mean_diff']:+.3f} [{c['ci95'][0]:+.3f}, "
+                  f"{c['ci95'][1]:+.3f}], higher on {c['b_higher_share']:.0%} of images")
+    if args.out:
+        print(f"wrote {args.out}/summary.json, per_image.csv, report.html, figure.png and figure.pdf")
+    return 0
+
+
 def evaluate_blocks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -449,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         sys.exit(train_blocks(args))
     if args.command == "eval":
-        sys.exit(evaluate_blocks(args))
+        sys.exit(evaluate_dataset(args) if args.data else evaluate_blocks(args))
     if args.command == "blocks":
         sys.exit(list_blocks(args))
     parser.print_help()

@@ -116,23 +116,30 @@ class InputRecipe:
     def describe(self) -> str:
         return f"{self.resize} {self.size}, normalize {self.normalize}"
 
-    def prepare(self, image: Image.Image, size: int | None = None) -> tuple[Tensor, InputGeometry]:
-        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] (not yet normalised) and its geometry; ``size``
-        overrides the recipe's."""
+    def geometry_for(self, width: int, height: int, size: int | None = None) -> InputGeometry:
+        """Where an upright ``width x height`` image lies in the model input (without the image: batches of
+        equal input shapes are planned from the images' headers)."""
         size = size or self.size
-        width, height = image.size
         if self.resize == "short-side":
             scale = min(size / min(width, height), MAX_ASPECT * size / max(width, height))
             new = (max(1, round(width * scale)), max(1, round(height * scale)))
-            canvas, content = image.resize(new, Image.BICUBIC), (0, 0, *new)
+            return InputGeometry(size=new, content=(0, 0, *new), image_size=(width, height))
+        scale = size / max(width, height)
+        new = (max(1, round(width * scale)), max(1, round(height * scale)))
+        padded = tuple(math.ceil(side / LETTERBOX_MULTIPLE) * LETTERBOX_MULTIPLE for side in new)
+        left, top = (padded[0] - new[0]) // 2, (padded[1] - new[1]) // 2
+        return InputGeometry(size=padded, content=(left, top, left + new[0], top + new[1]), image_size=(width, height))
+
+    def prepare(self, image: Image.Image, size: int | None = None) -> tuple[Tensor, InputGeometry]:
+        """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] (not yet normalised) and its geometry; ``size``
+        overrides the recipe's."""
+        geometry = self.geometry_for(*image.size, size)
+        x0, y0, x1, y1 = geometry.content
+        if self.resize == "short-side":
+            canvas = image.resize((x1 - x0, y1 - y0), Image.BICUBIC)
         else:
-            scale = size / max(width, height)
-            new = (max(1, round(width * scale)), max(1, round(height * scale)))
-            padded = tuple(math.ceil(side / LETTERBOX_MULTIPLE) * LETTERBOX_MULTIPLE for side in new)
-            left, top = (padded[0] - new[0]) // 2, (padded[1] - new[1]) // 2
-            canvas = Image.new("RGB", padded, (LETTERBOX_GREY,) * 3)
-            canvas.paste(image.resize(new, Image.BILINEAR), (left, top))
-            content = (left, top, left + new[0], top + new[1])
+            canvas = Image.new("RGB", geometry.size, (LETTERBOX_GREY,) * 3)
+            canvas.paste(image.resize((x1 - x0, y1 - y0), Image.BILINEAR), (x0, y0))
         array = np.asarray(canvas, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
-        return tensor, InputGeometry(size=canvas.size, content=content, image_size=(width, height))
+        return tensor, geometry

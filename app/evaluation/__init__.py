@@ -1,0 +1,53 @@
+"""Evidence on the user's own data: every block of any model scored against the boxes of a labelled dataset.
+
+``evaluate(models, data)`` reads the dataset (``datasets``), runs every image through every model (``run``),
+scores each map on the objects (``measures``), and sums it up with bootstrap intervals and paired
+comparisons (``summary``); with ``out``, writes ``summary.json``, ``per_image.csv``, ``report.html`` and the
+figure (``outputs``). ``attnlens eval --data ...`` is this function.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .datasets import DataError, Dataset, read_dataset
+from .run import evaluate_dataset
+from .summary import compare, summarise
+
+__all__ = ["DataError", "Dataset", "evaluate", "read_dataset"]
+
+
+def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, images: str | Path | None = None,
+             split: str = "val", limit: int | None = None, classes: Sequence[str] | None = None,
+             reference: str = "gradcam", out: str | Path | None = None, batch_size: int = 8, workers: int = 0,
+             seed: int = 0, progress: Callable[[int], Any] | None = None) -> dict:
+    """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
+    what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
+    ``Dataset``). ``reference``: ``gradcam`` (where a model has a layer for it) or ``none``."""
+    from attnlens.models import LoadedModel, load_model
+
+    if reference not in ("gradcam", "none"):
+        raise ValueError(f"reference must be gradcam or none, got {reference!r}")
+    dataset = data if isinstance(data, Dataset) else read_dataset(data, images, split, limit, classes, seed)
+    loaded = [(name, model if isinstance(model, LoadedModel) else load_model(model)) for name, model in models]
+    names = [name for name, _ in loaded]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models share a name: {names}")
+    scores, kept, skipped = evaluate_dataset(loaded, dataset, reference, batch_size, workers, progress)
+    dropped = {s.file for s in skipped if s.line is None and s.reason.startswith("unreadable image")}
+    summary = {
+        "models": names,
+        "dataset": {"name": dataset.name, "images": len(dataset.images) - len(dropped),
+                    "objects": sum(len(i.objects) for i in dataset.images if i.id not in dropped),
+                    "backgrounds": sum(not i.objects for i in dataset.images if i.id not in dropped),
+                    "classes": dataset.classes,
+                    "skipped": [vars(s) for s in [*dataset.skipped, *skipped]]},
+        "rows": summarise(scores, dataset, names, seed),
+        "comparisons": compare(scores, names, seed) if len(names) > 1 else [],
+    }
+    if out is not None:
+        from .outputs import write_outputs
+
+        write_outputs(Path(out), summary, scores, kept)
+    return summary

@@ -1,0 +1,192 @@
+"""The evaluation pass: every image of a dataset through every model, batched, each map scored as it comes.
+
+Images are decoded and prepared in DataLoader worker processes, grouped into batches of equal input shape
+(planned from the images' headers), run once per model under capture (``Engine.run``, with Grad-CAM
+references when asked), and each map is brought to the image and scored on the model's device
+(``measures``); then the maps are dropped, but for each map's best and worst images, kept for the report.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from attnlens.analysis.engine import Engine
+from attnlens.analysis.imaging import ImageError, decode_image
+from attnlens.models import InputGeometry, LoadedModel
+from attnlens.models.boundary import ModelRunError
+from attnlens.models.outputs import TargetError
+
+from .datasets import Dataset, LabelledImage, Skipped
+from .measures import centre_map, measure, regions_of, to_image
+
+__all__ = ["Kept", "Scored", "evaluate_dataset"]
+
+BASELINES = ("baseline/uniform", "baseline/centre")
+KEEP = 8  # best and worst images kept per map, for the report
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image x model x map: the measures on each region (``all``, ``class:<i>``, ``size:<name>``)."""
+
+    image: str
+    model: str
+    map: str
+    type: str
+    measures: dict[str, dict[str, float]]
+
+
+@dataclass(order=True)
+class Kept:
+    """An image kept for the report: its energy, then where to find it and the map over the model input."""
+
+    energy: float
+    order: int
+    image: LabelledImage = field(compare=False)
+    heatmap: torch.Tensor | None = field(compare=False)  # None for the baselines (drawn from the image's size)
+    geometry: InputGeometry = field(compare=False)
+
+
+def upright_size(path: Path) -> tuple[int, int] | None:
+    """An image's upright size from its header (EXIF orientation applied), without decoding it."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(274, 1)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+class _Prepared(TorchDataset):
+    """Worker side: image ``i`` decoded and prepared by each recipe (or why it could not be)."""
+
+    def __init__(self, images: list[LabelledImage], models: Sequence[LoadedModel]):
+        self.images, self.recipes = images, [model.recipe for model in models]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        try:
+            image = decode_image(self.images[i].path.read_bytes())
+        except (OSError, ImageError) as error:
+            return i, None, str(getattr(error, "detail", None) or error)
+        prepared = [recipe.prepare(image) for recipe in self.recipes]
+        return i, [tensor[0] for tensor, _ in prepared], [geometry for _, geometry in prepared]
+
+
+def _batches(images: list[LabelledImage], models: Sequence[LoadedModel], batch_size: int) -> list[list[int]]:
+    """Indices grouped by input shapes (for every model), in order, at most ``batch_size`` each."""
+    groups: dict[Any, list[int]] = {}
+    for i, image in enumerate(images):
+        size = upright_size(image.path)
+        key = None if size is None else tuple(model.recipe.geometry_for(*size).size for model in models)
+        groups.setdefault(key if key is not None else ("alone", i), []).append(i)
+    return [members[start:start + batch_size] for members in groups.values()
+            for start in range(0, len(members), batch_size)]
+
+
+def _collate(items):
+    return items
+
+
+def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, reference: str = "gradcam",
+                     batch_size: int = 8, workers: int = 0, progress: Callable[[int], Any] | None = None,
+                     on_scored: Callable[[Scored], None] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
+    """Score every map of every model on every labelled image. Returns the per-image scores, the kept best /
+    worst images (``{(model, map): (best heap, worst heap)}``) and what was skipped (unreadable images,
+    images a model failed on). ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
+    engines = [(name, Engine(model)) for name, model in models]
+    images = dataset.images
+    batches = _batches(images, [model for _, model in models], batch_size)
+    loader = DataLoader(_Prepared(images, [model for _, model in models]), batch_sampler=batches,
+                        num_workers=workers, collate_fn=_collate, persistent_workers=False)
+    scores: list[Scored] = []
+    kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = {}
+    skipped: list[Skipped] = []
+    bar = progress(len(images)) if progress else None
+    counter = itertools.count()
+    for batch in loader:
+        readable = []
+        for i, tensors, detail in batch:
+            if tensors is None:
+                skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}"))
+            else:
+                readable.append((i, tensors, detail))
+        for position, (name, engine) in enumerate(engines):
+            if not readable:
+                break
+            stacked = torch.stack([tensors[position] for _, tensors, _ in readable])
+            wanted = reference != "none" and engine.model.gradcam_layer is not None and engine.model.task != "maps"
+            try:
+                result = engine.run(stacked, [None] * len(readable) if wanted else None)
+            except (ModelRunError, TargetError) as error:
+                skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
+                continue
+            for row, (i, _, geometries) in enumerate(readable):
+                image, geometry = images[i], geometries[position]
+                if not image.objects:
+                    continue
+                width, height = geometry.image_size
+                device = engine.model.device
+                objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
+                regions = regions_of(objects, height, width, device)
+                maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
+                if result.references and result.references[row] is not None:
+                    maps.append(("reference/gradcam", "reference", result.references[row].heatmap))
+                for key, kind, heatmap in maps:
+                    if not torch.isfinite(heatmap).all():
+                        skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))
+                        continue
+                    on_image = to_image(heatmap.to(device), geometry)
+                    _record(scores, kept, on_scored, Scored(image.id, name, key, kind,
+                                                            {k: measure(on_image, r) for k, r in regions.items()}),
+                            image, heatmap.detach().cpu(), geometry, next(counter))
+                for key, on_image in ((BASELINES[0], torch.ones(height, width, device=device)),
+                                      (BASELINES[1], centre_map(width, height, device))):
+                    _record(scores, kept, on_scored, Scored(image.id, name, key, "baseline",
+                                                            {k: measure(on_image, r) for k, r in regions.items()}),
+                            image, None, geometry, next(counter))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return scores, kept, skipped
+
+
+def _record(scores: list[Scored], kept: dict, on_scored, scored: Scored, image: LabelledImage,
+            heatmap: torch.Tensor | None, geometry: InputGeometry, order: int) -> None:
+    scores.append(scored)
+    if on_scored is not None:
+        on_scored(scored)
+    energy = scored.measures["all"]["energy"]
+    best, worst = kept.setdefault((scored.model, scored.map), ([], []))
+    entry = Kept(energy, order, image, heatmap, geometry)
+    for heap, item in ((best, entry), (worst, Kept(-energy, order, image, heatmap, geometry))):
+        if len(heap) < KEEP:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
+
+
+def ranked(heaps: tuple[list[Kept], list[Kept]]) -> tuple[list[Kept], list[Kept]]:
+    """The kept images, best first and worst first."""
+    best, worst = heaps
+    return sorted(best, reverse=True), [Kept(-k.energy, k.order, k.image, k.heatmap, k.geometry)
+                                        for k in sorted(worst, reverse=True)]
+
+
+def iter_measures(scores: Sequence[Scored], region: str = "all") -> Iterator[tuple[Scored, dict[str, float]]]:
+    for scored in scores:
+        if region in scored.measures:
+            yield scored, scored.measures[region]
