@@ -387,7 +387,7 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
             chosen = [(name, base.model_copy(update={"model": name})) for name in (args.model or [None])]
             chosen = [(options.model or "efficientnet_lite0", options) for _, options in chosen]
         models = [(name, load_model(options)) for name, options in chosen]
-        for name, model in models:
+        for _, model in models:
             for warning in model.warnings:
                 print(f"attnlens: warning: {warning}", file=sys.stderr)
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
