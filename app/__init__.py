@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "analyze", "load_model"]
+__all__ = ["__version__", "analyze", "evaluate", "load_model"]
 
 
 def load_model(model: Any = None, **options: Any) -> LoadedModel:
@@ -60,3 +60,12 @@ def analyze(model: Any, image: Any, *, gradcam: bool = False, target: int | None
     else:
         raise TypeError(f"image must be a path, bytes, a PIL image or an (H, W, 3) uint8 array, not {type(image).__name__}")
     return Engine(loaded, precision).analysis(image, AnalyzeOptions(size=size, gradcam=gradcam, target=target))
+
+
+def evaluate(models: Any, data: Any, **options: Any) -> dict:
+    """Score every map of ``models`` (``[(name, model)]``, a model as ``load_model`` takes it) against the boxes of
+    a labelled dataset (a YOLO ``data.yaml`` or a COCO JSON with ``images=``): the summary ``attnlens eval --data``
+    writes to ``summary.json``; ``out=DIR`` writes the files too. Options: ``attnlens.evaluation.evaluate``'s."""
+    from .evaluation import evaluate as run
+
+    return run(models, data, **options)
