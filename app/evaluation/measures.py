@@ -33,7 +33,8 @@ from attnlens.models import InputGeometry
 
 from .datasets import Object
 
-__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "measure", "regions_of", "to_image"]
+__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "mask_region", "measure", "region_of",
+           "regions_of", "to_image"]
 
 TOLERANCE_PX = 15
 FLAT = 1e-5  # a map whose range is below this share of its magnitude is flat (float noise is not a pattern)
@@ -83,6 +84,16 @@ def _polygon_masks(polygons: list[tuple[tuple[float, float], ...]], height: int,
                   torch.from_numpy(np.array(near, dtype=bool)).to(device))
 
 
+def mask_region(mask: Tensor) -> Region:
+    """A region given as a mask ``(H, W)`` (the composites' object masks): ``near`` is the mask dilated by a
+    disk of radius ``TOLERANCE_PX`` (pixel to pixel, Euclidean)."""
+    radius = int(TOLERANCE_PX)
+    axis = torch.arange(-radius, radius + 1, dtype=torch.float32, device=mask.device)
+    disk = ((axis[:, None] ** 2 + axis[None, :] ** 2) <= TOLERANCE_PX ** 2).float()[None, None]
+    near = F.conv2d(mask.float()[None, None], disk, padding=radius)[0, 0] > 0.5
+    return Region(mask.bool(), near)
+
+
 def region_of(objects: list[Object], height: int, width: int, device) -> Region:
     """The union of ``objects`` (in pixels): boxes exactly, polygons rasterised."""
     boxes = _box_masks([o.box for o in objects if o.polygon is None], height, width, device)
@@ -123,11 +134,13 @@ def centre_map(width: int, height: int, device) -> Tensor:
 
 
 def measure(heatmap: Tensor, region: Region) -> dict[str, float]:
-    """``energy``, ``area``, ``lift`` and ``pointing`` of one map ``(H, W)`` (image pixels) on one region."""
+    """``energy``, ``area``, ``lift`` and ``pointing`` of one map ``(H, W)`` (image pixels) on one region (sums
+    in float64)."""
+    heatmap = heatmap.double()
     low, high = heatmap.min(), heatmap.max()
     flat = float(high - low) <= FLAT * max(abs(float(high)), abs(float(low)), 1e-30)
     normalised = torch.ones_like(heatmap) if flat else (heatmap - low) / (high - low)
     energy = float((normalised * region.inside).sum() / normalised.sum())
-    area = float(region.inside.float().mean())
-    pointing = float(region.near[heatmap >= high if not flat else torch.ones_like(region.near)].float().mean())
+    area = float(region.inside.double().mean())
+    pointing = float(region.near[heatmap >= high if not flat else torch.ones_like(region.near)].double().mean())
     return {"energy": energy, "area": area, "lift": energy / area if area > 0 else math.nan, "pointing": pointing}

@@ -1,50 +1,61 @@
-"""Pointing game and energy-in-mask on hand-made cases."""
+"""Pointing game and energy-in-mask (``attnlens.evaluation.measures`` on a mask region) on hand-made cases."""
 import numpy as np
 import pytest
 import torch
 
-from attnlens.training.evaluate import energy_in_mask, near_mask, pointing_hit, stretch
+from attnlens.evaluation.measures import mask_region, measure, to_image
+from attnlens.models import InputGeometry
 
 
 @pytest.fixture
 def mask():
-    mask = np.zeros((100, 100), bool)
+    mask = torch.zeros(100, 100, dtype=torch.bool)
     mask[40:60, 40:60] = True
     return mask
 
 
 def peak_at(y, x):
-    heatmap = np.zeros((100, 100))
+    heatmap = torch.zeros(100, 100)
     heatmap[y, x] = 1.0
     return heatmap
 
 
+def pointing(heatmap, mask):
+    return measure(heatmap, mask_region(mask))["pointing"]
+
+
+def energy(heatmap, mask):
+    return measure(heatmap.float(), mask_region(mask))["energy"]
+
+
 def test_pointing_game(mask):
-    assert pointing_hit(peak_at(50, 50), mask) == 1.0
-    assert pointing_hit(peak_at(50, 74), mask) == 1.0  # 15 px right of the mask edge (column 59)
-    assert pointing_hit(peak_at(50, 75), mask) == 0.0  # 16 px
+    assert pointing(peak_at(50, 50), mask) == 1.0
+    assert pointing(peak_at(50, 74), mask) == 1.0  # 15 px right of the mask edge (column 59)
+    assert pointing(peak_at(50, 75), mask) == 0.0  # 16 px
 
 
 def test_pointing_diagonal_is_euclidean(mask):
-    assert pointing_hit(peak_at(69, 69), mask) == 1.0  # (10, 10) from the corner (59, 59): 14.1 px
-    assert pointing_hit(peak_at(71, 71), mask) == 0.0  # (12, 12): 17 px
+    assert pointing(peak_at(69, 69), mask) == 1.0  # (10, 10) from the corner (59, 59): 14.1 px
+    assert pointing(peak_at(71, 71), mask) == 0.0  # (12, 12): 17 px
 
 
 def test_flat_map_scores_chance(mask):
-    flat = np.ones((100, 100))
-    assert pointing_hit(flat, mask) == pytest.approx(near_mask(mask).mean())
-    assert energy_in_mask(flat, mask) == pytest.approx(mask.mean())
+    flat = torch.ones(100, 100)
+    assert pointing(flat, mask) == pytest.approx(mask_region(mask).near.float().mean().item())
+    assert energy(flat, mask) == pytest.approx(mask.float().mean().item())
 
 
 def test_energy_in_mask(mask):
-    assert energy_in_mask(mask.astype(float), mask) == pytest.approx(1.0)
-    assert energy_in_mask((~mask).astype(float), mask) == pytest.approx(0.0)
-    half = mask.astype(float) * 0.5 + 0.5  # min-max normalised: 1 inside, 0 outside
-    assert energy_in_mask(half, mask) == pytest.approx(1.0)
+    assert energy(mask, mask) == pytest.approx(1.0)
+    assert energy(~mask, mask) == pytest.approx(0.0)
+    half = mask.float() * 0.5 + 0.5  # min-max normalised: 1 inside, 0 outside
+    assert energy(half, mask) == pytest.approx(1.0)
 
 
-def test_stretch_covers_cells_at_their_stride():
+def test_cells_cover_the_image_at_their_stride():
     cells = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
-    image = stretch(cells, 16, (30, 30))  # 2 x 2 cells of 16 px cover 32 px; cropped to 30
-    assert image.shape == (30, 30)
+    geometry = InputGeometry(size=(32, 32), content=(0, 0, 32, 32), image_size=(32, 32))
+    image = to_image(cells, geometry).numpy()  # 2 x 2 cells of 16 px
+    assert image.shape == (32, 32)
     assert image[7, 24] == pytest.approx(1.0) and image[24, 7] == pytest.approx(0.0)  # cell centres: 7.5, 23.5
+    assert np.all(image[:8, 24:] == pytest.approx(1.0))  # edges clamped beyond the outer cell centres
