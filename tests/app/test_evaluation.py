@@ -145,3 +145,25 @@ def test_eval_scores_compares_and_writes_its_files(tmp_path):
 def test_eval_mistakes_are_one_line(tmp_path):
     missing = attnlens("eval", "--data", tmp_path / "nope.yaml")
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "not found" in missing.stderr
+
+
+def test_coco_and_yolo_give_the_same_summary_and_sizes_by_hand(tmp_path):
+    import attnlens
+
+    yaml, coco = write_dataset(tmp_path)
+    models = [("red", "tests.app.labelled_data:red_context")]
+    from_yolo = attnlens.evaluate(models, yaml, reference="none", workers=0, out=tmp_path / "yolo")
+    from_coco = attnlens.evaluate(models, coco, images=tmp_path / "images" / "val", reference="none", workers=0)
+    for a, b in zip(from_yolo["rows"], from_coco["rows"]):
+        assert a["map"] == b["map"] and a["energy"]["mean"] == pytest.approx(b["energy"]["mean"])
+        assert {k: v["energy"]["mean"] for k, v in a["by_size"].items()} == \
+            pytest.approx({k: v["energy"]["mean"] for k, v in b["by_size"].items()})
+    gc = next(row for row in from_yolo["rows"] if row["map"] == "0")
+    with open(tmp_path / "yolo" / "per_image.csv") as file:
+        energy = {r["image"]: float(r["energy"]) for r in csv.DictReader(file) if r["map"] == "0"}
+    # small (< 32^2 px): d.png's 10 x 10 and b.png's blue 30 x 30; medium: a's, b's red and c's
+    assert gc["by_size"]["small"]["images"] == 2 and gc["by_size"]["medium"]["images"] == 3
+    # the red class on the images that have it: a, b, d; a and d have nothing else, so their red energy is theirs
+    assert gc["by_class"]["red"]["energy"]["mean"] > gc["by_class"]["blue"]["energy"]["mean"]
+    assert min(energy["images/val/a.png"], energy["images/val/d.png"]) > 0.9  # the mask reads red
+    assert gc["by_class"]["blue"]["images"] == 2 and gc["by_class"]["red"]["images"] == 3
