@@ -89,8 +89,8 @@ class Engine:
                 layer = LayerActivation(model.module, model.gradcam_layer)
             except ValueError as error:
                 raise TargetError(str(error)) from error
-            with torch.enable_grad(), autocast, blocks.capture(model.module) as maps, layer.kept():
-                output = self._forward(batch.detach().requires_grad_(True))  # a graph even if no weight needs one
+            with torch.no_grad(), autocast, blocks.capture(model.module) as maps, layer.kept(graph_from_here=True):
+                output = self._forward(batch)  # the graph starts at the Grad-CAM layer (LayerActivation.kept)
                 predictions = self._read(output)
                 with users_code(model.name, model.device, "in Grad-CAM's backward pass"):
                     references = self._grad_cam(output, predictions, layer, gradcam)

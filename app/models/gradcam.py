@@ -26,6 +26,13 @@ def layer_output(output: Any) -> Tensor | None:
     return output if isinstance(output, Tensor) and output.dim() == 4 and output.is_floating_point() else None
 
 
+def _with_first(output: Any, feature: Tensor) -> Any:
+    """``output`` with its leading feature map (``layer_output``'s) replaced by ``feature``."""
+    if isinstance(output, Tensor):
+        return feature
+    return type(output)([_with_first(output[0], feature), *output[1:]])
+
+
 class LayerActivation:
     """Keeps the output of ``module``'s layer ``name`` during a forward pass (``.output``)."""
 
@@ -38,9 +45,20 @@ class LayerActivation:
         self.name, self.layer, self.output = name, layers[name], None
 
     @contextmanager
-    def kept(self) -> Iterator[LayerActivation]:
-        def keep(module: nn.Module, args: tuple, output: Any) -> None:
-            self.output = layer_output(output)
+    def kept(self, graph_from_here: bool = False) -> Iterator[LayerActivation]:
+        """Keep the layer's output while inside. ``graph_from_here``: the forward runs under ``no_grad`` and the
+        graph Grad-CAM needs starts at this layer: its feature map is handed on as a leaf that requires grad, and
+        grad mode is on for the rest of the forward (the caller's ``no_grad`` restores it). The score's gradient
+        at the layer is the same; nothing before the layer is recorded (Grad-CAM's backward, and the forward's
+        bookkeeping, cost only what lies after it)."""
+        def keep(module: nn.Module, args: tuple, output: Any) -> Any:
+            feature = layer_output(output)
+            if not graph_from_here or feature is None:
+                self.output = feature
+                return None
+            self.output = feature.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
+            return _with_first(output, self.output)
 
         handle = self.layer.register_forward_hook(keep)
         try:

@@ -75,6 +75,21 @@ class AllNan(Classifier):
         return torch.full_like(logits, float("nan"))
 
 
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("this fork's custom op has no backward")
+
+
+class BackwardFails(Classifier):
+    def misbehave(self, x, logits):
+        return _NoBackward.apply(logits)
+
+
 class Prints(Classifier):
     def forward(self, x):
         print("fork debug: input", tuple(x.shape))  # forks print in forward
@@ -134,6 +149,10 @@ def all_nan():
 
 def prints():
     return Prints()
+
+
+def backward_fails():
+    return BackwardFails()
 
 
 def bad_boxes():

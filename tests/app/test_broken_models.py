@@ -43,13 +43,21 @@ def one_line(stderr: str) -> str:
     ("cpu_out_of_memory", [], "ran out of memory on this image: RuntimeError: out of memory on the CPU"),
     ("raises_base_exception", [], "Watchdog: frame took too long"),
     ("exits_in_forward", [], "SystemExit(3): its code called sys.exit"),
-    ("in_place_on_input", ["--gradcam", "--normalize", "none"], "RuntimeError: a leaf Variable that requires grad"),
+    ("backward_fails", ["--gradcam"], "failed in Grad-CAM's backward pass: RuntimeError: this fork's custom op"),
 ])
 def test_a_model_failing_on_the_image_is_one_line_naming_model_and_image(factory, extra, says):
     result = attnlens("analyze", PHOTO, "--model", f"{BROKEN}:{factory}", "--device", "cpu", "--json", *extra)
     assert result.returncode == 1 and result.stdout == ""
     line = one_line(result.stderr)
     assert line.startswith(f"attnlens: {PHOTO}: the model {BROKEN}:{factory} ") and says in line, line
+
+
+def test_an_in_place_change_of_the_input_works_under_gradcam():
+    """Grad-CAM's graph starts at its layer, so the input needs no gradient and may be changed in place."""
+    result = attnlens("analyze", PHOTO, "--model", f"{BROKEN}:in_place_on_input", "--device", "cpu", "--json",
+                      "--gradcam", "--normalize", "none")
+    assert result.returncode == 0, result.stderr
+    assert strict_json(result.stdout)["reference"]["method"] == "gradcam"
 
 
 def test_several_images_go_on_after_a_failure_and_sum_up(tmp_path):
