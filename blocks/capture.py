@@ -54,13 +54,12 @@ _active_captures: ContextVar[tuple[int, ...]] = ContextVar("attnlens_active_capt
 @dataclass(frozen=True)
 class Reading:
     """How ``capture`` reads one module: its ``kind``, ``how`` it was recognised (in words), the structure
-    ``reader`` used (None: its own operations are watched), whether the user named it, and what the
-    kind's pattern learned about it (``detail``)."""
+    ``reader`` used (None: its own operations are watched), and what the kind's pattern learned about it
+    (``detail``)."""
 
     kind: str
     how: str
     reader: Reader | None = None
-    named: bool = False
     detail: Any = None
 
 
@@ -406,7 +405,7 @@ class _Capture:
                 if seen.names_differ:
                     how += f" (its names are those of {seen.structure[1].description}, but reading them gives " \
                            f"other maps than it computes)"
-                reading = Reading(kind, how, reader, bool(seen.named), seen.detail)
+                reading = Reading(kind, how, reader, seen.detail)
                 found.append(FoundBlock(name, class_name, kind, how, tuple(seen.records)))
             why = list(dict.fromkeys(seen.candidates))
             if seen.named and not seen.kinds:

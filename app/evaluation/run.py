@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,8 +185,3 @@ def ranked(heaps: tuple[list[Kept], list[Kept]]) -> tuple[list[Kept], list[Kept]
     return sorted(best, reverse=True), [Kept(-k.energy, k.order, k.image, k.heatmap, k.geometry)
                                         for k in sorted(worst, reverse=True)]
 
-
-def iter_measures(scores: Sequence[Scored], region: str = "all") -> Iterator[tuple[Scored, dict[str, float]]]:
-    for scored in scores:
-        if region in scored.measures:
-            yield scored, scored.measures[region]
