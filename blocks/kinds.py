@@ -22,7 +22,6 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import DeformConv2d
@@ -735,7 +734,7 @@ OFFICIAL_PHASES = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, column) of each 2x2 
 
 class SpaceToDepthPattern(Pattern):
     """SPD: a tensor ``(N, 4C, ceil(H/2), ceil(W/2))`` made of the four stride-2 phases of the block's input
-    ``(N, C, H, W)`` (odd sizes zero-padded), stacked on channels phase by phase or channel by channel, in any
+    ``(N, C, H, W)`` (odd sizes padded any way), stacked on channels phase by phase or channel by channel, in any
     phase order: slicing and ``cat``, ``pixel_unshuffle``, einops ``rearrange``. Recognition compares values
     (on the probe image) and keeps the operation and the order found; later calls take that operation's output."""
 
@@ -777,8 +776,8 @@ def _phase_layout(out: Tensor, x: Tensor) -> tuple[str, tuple[int, ...]] | None:
     height, width = x.shape[-2:]
     if height < 2 or width < 2:
         return None
-    padded = F.pad(x, (0, width % 2, 0, height % 2))
-    phases = [padded[..., row::2, column::2] for row, column in OFFICIAL_PHASES]
+    rows, columns = height // 2, width // 2  # what no padding of odd sizes (zeros, replicate, reflect) touches
+    phases = [x[..., row::2, column::2][..., :rows, :columns] for row, column in OFFICIAL_PHASES]
     if any(torch.equal(phases[i], phases[j]) for i in range(4) for j in range(i + 1, 4)):
         return None  # phases alike (a flat input): nothing tells them apart
     channels = x.shape[1]
@@ -786,6 +785,7 @@ def _phase_layout(out: Tensor, x: Tensor) -> tuple[str, tuple[int, ...]] | None:
                           ("channel-major", out.unflatten(1, (channels, 4)).unbind(2))):
         order = []
         for slot in slots:
+            slot = slot[..., :rows, :columns]
             match = [i for i, phase in enumerate(phases) if i not in order and torch.equal(slot, phase)]
             if not match:
                 break

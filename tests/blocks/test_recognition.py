@@ -285,3 +285,16 @@ def test_torchscript_modules_are_run_unread():
     with capture(scripted) as maps:
         scripted(x)
     assert maps == {}
+
+
+def test_space_to_depth_of_an_odd_input_padded_any_way():
+    class ReplicatePadSPD(nn.Module):  # a fork's variant: replicate-pad odd sizes, then slice, in one forward
+        def forward(self, x):
+            x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode="replicate")
+            return torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+
+    block = ReplicatePadSPD().eval()
+    x = torch.randn(1, 3, 7, 9)
+    record, _ = read(block, x)
+    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    assert torch.allclose(record.phase_energy, phases_by_hand(padded).square().mean(2), atol=1e-6)
