@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .kinds import KINDS, BlockMaps, Call, Parts, Reader, reader_for
-from .observe import Frame, Observer, first_image_tensor
+from .observe import Frame, Observer, Pattern, first_image_tensor
 
 __all__ = ["Candidate", "FoundBlock", "Recognition", "capture", "find_blocks", "recognise", "recognition_of"]
 
@@ -198,6 +198,17 @@ def _checked_names(model: nn.Module, blocks: Mapping[str, str] | None) -> dict[s
     return named
 
 
+def _finished(pattern: Pattern, frame: Frame) -> list[BlockMaps]:
+    """The pattern's records of one call; none (said in the candidates) if it cannot read them: reading must
+    never break the model's own forward."""
+    try:
+        return pattern.finish(frame)
+    except Exception as error:  # noqa: BLE001
+        frame.candidates.append(f"computes what looks like {pattern.kind}, but reading it failed: "
+                                f"{type(error).__name__}: {error}")
+        return []
+
+
 def _same_maps(ours: list[BlockMaps], theirs: list[BlockMaps]) -> bool:
     """Whether two readings of one call agree (same records, heatmaps equal to float precision)."""
     if len(ours) != len(theirs):
@@ -309,7 +320,7 @@ class _Capture:
                 if self.observing:
                     self.observe_call(name, frame, parts, module, args, kwargs, output)
                 else:
-                    self.put(name, KINDS[reading.kind].pattern.finish(frame))
+                    self.put(name, _finished(KINDS[reading.kind].pattern, frame))
         finally:
             observer.paused -= 1
 
@@ -321,7 +332,7 @@ class _Capture:
         computed: dict[str, list[BlockMaps]] = {}
         for kind_name, kind in KINDS.items():
             if frame.forced in (None, kind_name):
-                records = kind.pattern.finish(frame)
+                records = _finished(kind.pattern, frame)
                 if records:
                     computed[kind_name] = records
                     if kind_name == "spd":

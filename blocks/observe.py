@@ -15,6 +15,7 @@ by computation.
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+log = logging.getLogger("attnlens")
 
 __all__ = ["Frame", "Observer", "Op", "Pattern", "effective_shape", "first_image_tensor", "shares_storage",
            "storage_key"]
@@ -145,7 +148,10 @@ class Observer(TorchDispatchMode):
             for frame in self.frames:
                 frame.counts[op.name] += 1
             for pattern in self.patterns:
-                pattern.see(op, self.frames, self.scratch[pattern.kind])
+                try:
+                    pattern.see(op, self.frames, self.scratch[pattern.kind])
+                except Exception:  # noqa: BLE001 - watching must never break the model's own forward
+                    log.debug("pattern %s could not read %s", pattern.kind, op.name, exc_info=True)
         return output
 
     def push(self, frame: Frame) -> None:

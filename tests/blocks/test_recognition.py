@@ -298,3 +298,22 @@ def test_space_to_depth_of_an_odd_input_padded_any_way():
     record, _ = read(block, x)
     padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
     assert torch.allclose(record.phase_energy, phases_by_hand(padded).square().mean(2), atol=1e-6)
+
+
+def test_a_pattern_that_cannot_read_never_breaks_the_forward(monkeypatch):
+    from attnlens.blocks.kinds import KINDS
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a reading bug")
+
+    monkeypatch.setattr(KINDS["ca"].pattern, "see", broken)
+    monkeypatch.setattr(KINDS["gc"].pattern, "finish", broken)
+    model = nn.Sequential(randomise(CA_Block(8, 4)), randomise(GC(8, 8))).eval()
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+        recognition = recognise(model, x)
+        with capture(model) as maps:
+            out = model(x)
+    assert torch.equal(out, expected) and recognition.blocks == () and maps == {}
+    assert any("reading it failed: RuntimeError: a reading bug" in c.why for c in recognition.candidates)
