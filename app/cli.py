@@ -205,6 +205,21 @@ def _without_values(report: dict) -> dict:
     return report
 
 
+def _answers_only(as_json: bool):
+    """Where the command's answers go: stdout. With ``--json``, everything else printed meanwhile (a model's own
+    prints: forks print in forward) goes to stderr, so stdout stays JSON only."""
+    answers = sys.stdout
+    if as_json:
+        sys.stdout = sys.stderr
+    return answers
+
+
+def _warn(model) -> None:
+    """What loading found that works, but maybe not as the user thinks: one line each on stderr."""
+    for warning in model.warnings:
+        print(f"attnlens: warning: {warning}", file=sys.stderr)
+
+
 def _one_line(error: Exception) -> str:
     """A pydantic validation error as one line (field: message; ...), anything else as it is."""
     from pydantic import ValidationError
@@ -231,9 +246,7 @@ def analyze(args: argparse.Namespace) -> int:
         return 2
     from pydantic import ValidationError
 
-    answers = sys.stdout
-    if args.json:  # the model's own prints (forks print in forward) go to stderr: stdout is the JSON only
-        sys.stdout = sys.stderr
+    answers = _answers_only(args.json)
     try:
         model_options = _model_options(args)
         model = load_model(model_options)
@@ -247,8 +260,7 @@ def analyze(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
-    for warning in model.warnings:
-        print(f"attnlens: warning: {warning}", file=sys.stderr)
+    _warn(model)
     strides = {block.id: block.feature_stride for block in model.blocks}
     failures = 0
     progress = tqdm(args.images, desc="analysing", unit="image", file=sys.stderr,
@@ -376,9 +388,7 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
     from .models import ModelLoadError, load_model
     from .models.catalog import models_to_serve
 
-    answers = sys.stdout
-    if args.json:
-        sys.stdout = sys.stderr
+    answers = _answers_only(args.json)
     try:
         base = _model_options(argparse.Namespace(**{**vars(args), "model": None}))
         if args.models:
@@ -388,8 +398,7 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
             chosen = [(options.model or "efficientnet_lite0", options) for _, options in chosen]
         models = [(name, load_model(options)) for name, options in chosen]
         for _, model in models:
-            for warning in model.warnings:
-                print(f"attnlens: warning: {warning}", file=sys.stderr)
+            _warn(model)
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
         summary = evaluate(models, args.data, args.images, args.split, args.limit, classes, args.reference, args.out,
                            args.batch_size, args.workers, args.seed,
@@ -468,9 +477,7 @@ def list_blocks(args: argparse.Namespace) -> int:
 
     from .models import ModelLoadError, load_model
 
-    answers = sys.stdout
-    if args.json:  # the model's own prints go to stderr: stdout is the JSON only
-        sys.stdout = sys.stderr
+    answers = _answers_only(args.json)
     try:
         model = load_model(_model_options(args))
     except (ModelLoadError, ValidationError, ValueError) as error:
@@ -482,8 +489,7 @@ def list_blocks(args: argparse.Namespace) -> int:
                           "candidates": [vars(candidate) for candidate in candidates], "note": model.note or None,
                           "warnings": model.warnings}), file=answers)
         return 0
-    for warning in model.warnings:
-        print(f"attnlens: warning: {warning}", file=sys.stderr)
+    _warn(model)
     print(f"{model.name}: {len(model.blocks)} block record{'s' * (len(model.blocks) != 1)} in one pass")
     for block in model.blocks:
         print(f"  {block.id:28} {block.class_name:22} {block.type:6} stride {block.feature_stride:>2}  "

@@ -119,23 +119,24 @@ def _structure_of(module: nn.Module) -> tuple[str, Reader] | None:
     return known[1]
 
 
-def _reading_of(module: nn.Module) -> tuple[bool, Reading | None]:
-    """(whether the module was recognised as it is now, how it is read)."""
-    known = _readings.get(module)
-    if known is None or known[0] != tuple(module._modules):
-        return False, None
-    return True, known[1]
-
-
-def _recognised(model: nn.Module) -> bool:
-    return all(_reading_of(module)[0] for module in model.modules())
+def _current_readings(modules: list[tuple[str, nn.Module]]) -> dict[str, Reading] | None:
+    """Name -> how each block among ``modules`` is read; None if any module was not recognised as it is now
+    (never, or with other children since)."""
+    readings = {}
+    for name, module in modules:
+        known = _readings.get(module)
+        if known is None or known[0] != tuple(module._modules):
+            return None
+        if known[1] is not None:
+            readings[name] = known[1]
+    return readings
 
 
 def recognition_of(model: nn.Module) -> Recognition | None:
     """What the last recognition of ``model`` found (None if it was never recognised as a whole)."""
     if isinstance(model, torch.jit.ScriptModule):
         return _unhookable(type(model).__name__)
-    return _recognitions.get(model) if _recognised(model) else None
+    return _recognitions.get(model) if _current_readings(list(model.named_modules())) is not None else None
 
 
 def _unhookable(class_name: str) -> Recognition:
@@ -170,9 +171,9 @@ def find_blocks(model: nn.Module, example_input: Any = None, blocks: Mapping[str
         recognise(model, example_input, blocks=blocks)
     elif blocks:
         raise ValueError("naming blocks needs an example input to check them on")
-    if _recognised(model):
-        return {name: reading.kind for name, module in model.named_modules()
-                if (reading := _reading_of(module)[1]) is not None}
+    readings = _current_readings(list(model.named_modules()))
+    if readings is not None:
+        return {name: reading.kind for name, reading in readings.items()}
     return {name: found[0] for name, module in model.named_modules() if (found := _structure_of(module))}
 
 
@@ -461,19 +462,11 @@ def capture(model: nn.Module, *, blocks: Mapping[str, str] | None = None,
         return
     named = _checked_names(model, blocks)
     modules = list(model.named_modules())
-    readings: dict[str, Reading] = {}
-    recognised = True
-    for name, module in modules:  # one walk: was every module recognised as it is now, and how each is read
-        known = _readings.get(module)
-        if known is None or known[0] != tuple(module._modules):
-            recognised = False
-            break
-        if known[1] is not None:
-            readings[name] = known[1]
-    observing = observe if observe is not None else bool(named) or not recognised
+    readings = _current_readings(modules)
+    observing = observe if observe is not None else bool(named) or readings is None
     state = _Capture(model, named, observing)
     try:
-        state.install(modules, {} if observing else readings)
+        state.install(modules, {} if observing or readings is None else readings)
         token = _active_captures.set((*_active_captures.get(), state.key))
         try:
             yield state.maps

@@ -19,7 +19,7 @@ from attnlens.models import Detections, InputGeometry
 
 from .render import data_url, heatmap_rgb, png_bytes
 
-__all__ = ["block_report", "detection_report", "finite_lists", "heatmap_report", "not_finite", "prediction_report"]
+__all__ = ["block_report", "detection_report", "finite_lists", "heatmap_report", "prediction_report"]
 
 DECIMALS = 5  # rounding of values in the JSON
 
@@ -40,13 +40,6 @@ def finite_lists(values: np.ndarray) -> Any:
     if finite.all():
         return values.tolist()
     return np.where(finite, values, None).tolist()
-
-
-def not_finite(values: Any) -> int:
-    """How many values of a tensor or array are not finite."""
-    if isinstance(values, torch.Tensor):
-        return int((~torch.isfinite(values.detach())).sum()) if values.is_floating_point() else 0
-    return int((~np.isfinite(np.asarray(values, dtype=np.float64))).sum())
 
 
 def block_report(name: str, record: BlockMaps, i: int, colormap: str, include_values: bool,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnlens.models.loading import label_list
+
 __all__ = ["DataError", "Dataset", "LabelledImage", "Object", "Skipped", "read_dataset"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -93,15 +95,10 @@ class Dataset:
 
 
 def _class_names(names: Any, where: str) -> list[str]:
-    if isinstance(names, dict):
-        try:
-            by_index = {int(i): str(name) for i, name in names.items()}
-        except (TypeError, ValueError) as error:
-            raise DataError(f"{where}: names must be a list or a dict of index: name") from error
-        return [by_index.get(i, f"class {i}") for i in range(max(by_index) + 1)] if by_index else []
-    if isinstance(names, list):
-        return [str(name) for name in names]
-    raise DataError(f"{where}: names must be a list or a dict of index: name")
+    try:
+        return label_list(names)
+    except ValueError as error:
+        raise DataError(f"{where}: names: {error}") from error
 
 
 def _yolo_images(entry: Any, root: Path, where: str) -> list[Path]:

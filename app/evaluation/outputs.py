@@ -14,6 +14,7 @@ from PIL import ImageDraw
 from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.render import overlay
 
+from .measures import MEASURES
 from .run import Kept, Scored, ranked
 
 __all__ = ["write_outputs"]
@@ -27,11 +28,9 @@ def write_outputs(out: Path, summary: dict, scores: list[Scored], kept: dict) ->
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     with open(out / "per_image.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["image", "model", "map", "type", "energy", "area", "lift", "pointing"])
+        writer.writerow(["image", "model", "map", "type", *MEASURES])
         for s in scores:
-            m = s.measures["all"]
-            writer.writerow([s.image, s.model, s.map, s.type, *(f"{m[k]:.6g}" for k in ("energy", "area", "lift",
-                                                                                         "pointing"))])
+            writer.writerow([s.image, s.model, s.map, s.type, *(f"{s.measures['all'][k]:.6g}" for k in MEASURES)])
     _figure(summary, out)
     (out / "report.html").write_text(_report(summary, kept), encoding="utf-8")
 

@@ -101,8 +101,8 @@ def _collate(items):
 
 
 def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, reference: str = "gradcam",
-                     batch_size: int = 8, workers: int = 0, progress: Callable[[int], Any] | None = None,
-                     on_scored: Callable[[Scored], None] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
+                     batch_size: int = 8, workers: int = 0,
+                     progress: Callable[[int], Any] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
     """Score every map of every model on every labelled image. Returns the per-image scores, the kept best /
     worst images (``{(model, map): (best heap, worst heap)}``) and what was skipped (unreadable images,
     images a model failed on). ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
@@ -123,6 +123,9 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
                 skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}"))
             else:
                 readable.append((i, tensors, detail))
+        # per image and device, shared by the models: its regions, and the baselines' measures on them
+        regions: dict[tuple[int, torch.device], dict] = {}
+        baselines: dict[tuple[int, torch.device], dict[str, dict]] = {}
         for position, (name, engine) in enumerate(engines):
             if not readable:
                 break
@@ -133,14 +136,18 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
             except (ModelRunError, TargetError) as error:
                 skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
                 continue
+            device = engine.model.device
             for row, (i, _, geometries) in enumerate(readable):
                 image, geometry = images[i], geometries[position]
                 if not image.objects:
                     continue
                 width, height = geometry.image_size
-                device = engine.model.device
-                objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
-                regions = regions_of(objects, height, width, device)
+                if (i, device) not in regions:
+                    objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
+                    on_image = regions[i, device] = regions_of(objects, height, width, device)
+                    baselines[i, device] = {key: {k: measure(values, r) for k, r in on_image.items()}
+                                            for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
+                                                                (BASELINES[1], centre_map(width, height, device)))}
                 maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
                 if result.references and result.references[row] is not None:
                     maps.append(("reference/gradcam", "reference", result.references[row].heatmap))
@@ -149,14 +156,12 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
                         skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))
                         continue
                     on_image = to_image(heatmap.to(device), geometry)
-                    _record(scores, kept, on_scored, Scored(image.id, name, key, kind,
-                                                            {k: measure(on_image, r) for k, r in regions.items()}),
-                            image, heatmap.detach().cpu(), geometry, next(counter))
-                for key, on_image in ((BASELINES[0], torch.ones(height, width, device=device)),
-                                      (BASELINES[1], centre_map(width, height, device))):
-                    _record(scores, kept, on_scored, Scored(image.id, name, key, "baseline",
-                                                            {k: measure(on_image, r) for k, r in regions.items()}),
-                            image, None, geometry, next(counter))
+                    _record(scores, kept, Scored(image.id, name, key, kind,
+                                                 {k: measure(on_image, r) for k, r in regions[i, device].items()}),
+                            image, heatmap, geometry, next(counter))
+                for key, measures in baselines[i, device].items():
+                    _record(scores, kept, Scored(image.id, name, key, "baseline", measures), image, None, geometry,
+                            next(counter))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -164,19 +169,15 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
     return scores, kept, skipped
 
 
-def _record(scores: list[Scored], kept: dict, on_scored, scored: Scored, image: LabelledImage,
-            heatmap: torch.Tensor | None, geometry: InputGeometry, order: int) -> None:
+def _record(scores: list[Scored], kept: dict, scored: Scored, image: LabelledImage, heatmap: torch.Tensor | None,
+            geometry: InputGeometry, order: int) -> None:
+    """Keep the score, and the image among its map's best and worst (the map copied off the device only then)."""
     scores.append(scored)
-    if on_scored is not None:
-        on_scored(scored)
     energy = scored.measures["all"]["energy"]
-    best, worst = kept.setdefault((scored.model, scored.map), ([], []))
-    entry = Kept(energy, order, image, heatmap, geometry)
-    for heap, item in ((best, entry), (worst, Kept(-energy, order, image, heatmap, geometry))):
-        if len(heap) < KEEP:
-            heapq.heappush(heap, item)
-        elif item > heap[0]:
-            heapq.heapreplace(heap, item)
+    for heap, key in zip(kept.setdefault((scored.model, scored.map), ([], [])), (energy, -energy)):
+        if len(heap) < KEEP or Kept(key, order, image, None, geometry) > heap[0]:
+            item = Kept(key, order, image, None if heatmap is None else heatmap.detach().cpu(), geometry)
+            (heapq.heappush if len(heap) < KEEP else heapq.heapreplace)(heap, item)
 
 
 def ranked(heaps: tuple[list[Kept], list[Kept]]) -> tuple[list[Kept], list[Kept]]:

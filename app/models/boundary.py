@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["ModelRunError", "is_memory_error", "one_line", "users_code"]
+__all__ = ["ModelRunError", "is_memory_error", "one_line", "users_code", "what_was_raised"]
 
 
 def is_memory_error(error: BaseException) -> bool:
@@ -78,6 +78,13 @@ def one_line(error: BaseException | str) -> str:
     return first
 
 
+def what_was_raised(error: BaseException) -> str:
+    """What a user's code raised, in one line: the exception's type and the first line of its message."""
+    if isinstance(error, SystemExit):
+        return f"SystemExit({error.code!r}): its code called sys.exit"
+    return f"{type(error).__name__}: {one_line(error)}" if str(error).strip() else type(error).__name__
+
+
 class ModelRunError(Exception):
     """A loaded model failed on an input: what it raised (type, first line), said in one line that names the
     model. ``memory``: it ran out of memory (on the CPU)."""
@@ -85,9 +92,7 @@ class ModelRunError(Exception):
     def __init__(self, model: str, error: BaseException, during: str = "on this image"):
         self.model, self.error, self.during = model, error, during
         self.memory = is_memory_error(error)
-        self.raised = f"{type(error).__name__}: {one_line(error)}" if str(error).strip() else type(error).__name__
-        if isinstance(error, SystemExit):
-            self.raised = f"SystemExit({error.code!r}): its code called sys.exit"
+        self.raised = what_was_raised(error)
         what = "ran out of memory" if self.memory else "failed"
         super().__init__(f"the model {model} {what} {during}: {self.raised}")
 

@@ -40,15 +40,15 @@ from torch import Tensor, nn
 from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
-from .boundary import ModelRunError, one_line
+from .boundary import one_line, what_was_raised
 from .gradcam import feature_layer
 from .inputs import InputRecipe
 from .options import ModelOptions, ModelSpec
 from .outputs import OutputError, OutputReader, infer_reader
 from .placement import augment_lite0, augment_resnet
 
-__all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "imagenet_labels", "load_model", "read_labels",
-           "read_state_dict"]
+__all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "imagenet_labels", "label_list", "load_model",
+           "read_labels", "read_state_dict"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 SHIPPED_BLOCKS = "lite0_blocks.safetensors"  # in app/data: the default model's trained blocks (attnlens train)
@@ -60,11 +60,6 @@ TORCHVISION_WEIGHT_FILES = {  # file names torchvision stores in <torch hub dir>
 
 class ModelLoadError(Exception):
     """A model or checkpoint that cannot be used, with a message that says what to do."""
-
-
-def _raised(error: BaseException) -> str:
-    """What the user's code raised, in one line."""
-    return ModelRunError("", error).raised
 
 
 @dataclass(frozen=True)
@@ -289,13 +284,13 @@ def _user_factory(spec: str, weights: str | None) -> ModelSpec:
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001 - the user's module failed (or exited) while importing
-        raise ModelLoadError(f"importing {module_name} for {spec} failed: {_raised(error)}") from error
+        raise ModelLoadError(f"importing {module_name} for {spec} failed: {what_was_raised(error)}") from error
     try:
         made = factory()
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001 - the user's code (sys.exit included): one line saying what it raised
-        raise ModelLoadError(f"{spec}() raised {_raised(error)}") from error
+        raise ModelLoadError(f"{spec}() raised {what_was_raised(error)}") from error
     return _user_module(made, f"{spec}() returned", weights)
 
 
@@ -414,7 +409,7 @@ def _checkpoint(path: str, weights: str | None, trust: bool) -> ModelSpec:
         except BaseException as error:  # noqa: BLE001 - unreadable, corrupt, or its code failed: one clear line
             if attempts:
                 raise ModelLoadError(_missing_module(path, error, attempts)) from error
-            raise ModelLoadError(f"cannot read {path}: {_raised(error)}") from error
+            raise ModelLoadError(f"cannot read {path}: {what_was_raised(error)}") from error
     module = loaded
     if isinstance(loaded, Mapping):
         module = loaded.get("ema") or loaded.get("model")
@@ -449,19 +444,27 @@ def _takes_image_list(module: nn.Module) -> bool:
     return type(getattr(module, "transform", None)).__name__ == "GeneralizedRCNNTransform"
 
 
-def _label_list(names: Any, what: str) -> list[str]:
-    """Class names given as a list, or as YOLO's dict of index -> name (a missing index is named ``class N``)."""
+def label_list(names: Any) -> list[str]:
+    """Class names given as a list, or as YOLO's dict of index -> name (a missing index is named ``class N``);
+    ``ValueError`` for anything else (models' labels and datasets' names alike)."""
     if isinstance(names, Mapping):
         try:
             by_index = {int(index): str(name) for index, name in names.items()}
         except (TypeError, ValueError) as error:
-            raise ModelLoadError(f"{what}: a dict of names needs class indices as keys ({one_line(error)})") from error
+            raise ValueError(f"a dict of names needs class indices as keys ({one_line(error)})") from error
         if not by_index or min(by_index) < 0:
-            raise ModelLoadError(f"{what}: a dict of names needs class indices 0, 1, ... as keys")
+            raise ValueError("a dict of names needs class indices 0, 1, ... as keys")
         return [by_index.get(i, f"class {i}") for i in range(max(by_index) + 1)]
     if isinstance(names, (list, tuple)):
         return [str(name) for name in names]
-    raise ModelLoadError(f"{what}: expected a list of names or a dict of index: name, got {type(names).__name__}")
+    raise ValueError(f"expected a list of names or a dict of index: name, got {type(names).__name__}")
+
+
+def _label_list(names: Any, what: str) -> list[str]:
+    try:
+        return label_list(names)
+    except ValueError as error:
+        raise ModelLoadError(f"{what}: {error}") from error
 
 
 def _names(module: nn.Module) -> list[str] | None:
@@ -545,13 +548,13 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
     except ValueError as error:  # a --block naming no module, or no kind
         if not str(error).startswith("block "):
             raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
-                                 f"{_raised(error)}") from error
+                                 f"{what_was_raised(error)}") from error
         raise ModelLoadError(f"{model.name}: --{error}") from error
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
         raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
-                             f"{_raised(error)}") from error
+                             f"{what_was_raised(error)}") from error
     finally:
         for handle in handles:
             handle.remove()

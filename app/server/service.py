@@ -25,7 +25,7 @@ from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.options import AnalyzeOptions
 from attnlens.analysis.result import Analysis
 from attnlens.models import InputGeometry, LoadedModel, ModelLoadError, ModelOptions, load_model
-from attnlens.models.boundary import ModelRunError
+from attnlens.models.boundary import ModelRunError, what_was_raised
 from attnlens.models.catalog import models_to_serve
 
 from .inference import Admission, MicroBatcher, Overloaded
@@ -110,7 +110,7 @@ class Service:
                 raise
             except BaseException as error:  # noqa: BLE001 - reported by /readyz and every request, and stops serve
                 self.load_error = f"the model {served.name} could not be loaded: " + \
-                    (str(error) if isinstance(error, ModelLoadError) else ModelRunError(served.name, error).raised)
+                    (str(error) if isinstance(error, ModelLoadError) else what_was_raised(error))
                 log.error(self.load_error)
                 if self.on_load_error is not None:
                     self.on_load_error(self.load_error)
