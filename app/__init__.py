@@ -7,7 +7,7 @@ In a notebook::
 
     import attnlens
     model = attnlens.load_model()                  # the default; or "pkg.module:factory", "best.pt", an nn.Module
-    result = attnlens.analyze(model, "cat.jpg", gradcam=True)
+    result = attnlens.analyze(model, "cat.jpg", reference="layercam")
     result.heatmaps["plugins.gc"]                  # (h, w) tensor; result.maps: every block's full maps
     result.report()["predictions"]; result.figure()
 """
@@ -32,12 +32,15 @@ def load_model(model: Any = None, **options: Any) -> LoadedModel:
     return load(model, **options)
 
 
-def analyze(model: Any, image: Any, *, gradcam: bool = False, target: int | None = None, size: int | None = None,
-            precision: str = "fp32") -> Analysis:
+def analyze(model: Any, image: Any, *, reference: str | None = None, target: int | None = None,
+            target_kind: str = "class", size: int | None = None, precision: str = "fp32",
+            gradcam: bool = False) -> Analysis:
     """Analyse one image: ``model`` as ``load_model`` takes it (load it once to analyse many images), ``image`` a
     path, bytes, a PIL image or an ``(H, W, 3)`` uint8 array. Returns an ``Analysis``: ``predictions`` /
-    ``report()["detections"]``, ``maps`` and ``heatmaps`` as tensors, ``reference`` (Grad-CAM, with
-    ``gradcam``; ``target``: a class index or a detection's rank), ``report()``, ``npz()``, ``figure()``."""
+    ``report()["detections"]``, ``maps`` and ``heatmaps`` as tensors, ``reference`` (with ``reference``:
+    ``gradcam``, ``gradcam++``, ``layercam`` or ``eigencam``; ``target``: a class index or a detection's rank;
+    ``target_kind``: ``class``, ``box`` or ``all`` of a detection), ``report()``, ``npz()``, ``figure()``.
+    ``gradcam=True``: the same as ``reference="gradcam"``."""
     from pathlib import Path
 
     import numpy as np
@@ -59,7 +62,11 @@ def analyze(model: Any, image: Any, *, gradcam: bool = False, target: int | None
         image = image.convert("RGB")
     else:
         raise TypeError(f"image must be a path, bytes, a PIL image or an (H, W, 3) uint8 array, not {type(image).__name__}")
-    return Engine(loaded, precision).analysis(image, AnalyzeOptions(size=size, gradcam=gradcam, target=target))
+    if gradcam and reference not in (None, "gradcam"):
+        raise ValueError(f"gradcam=True asks for reference='gradcam', but reference={reference!r} was given")
+    options = AnalyzeOptions(size=size, reference="gradcam" if gradcam else reference, target=target,
+                             target_kind=target_kind)
+    return Engine(loaded, precision).analysis(image, options)
 
 
 def evaluate(models: Any, data: Any, **options: Any) -> dict:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import __version__
 
+REFERENCE_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")  # attnlens.models.references.METHODS (no torch here)
+
 
 def _positive(text: str) -> int:
     """argparse type: an integer of at least 1."""
@@ -43,7 +45,8 @@ def _add_model_options(parser: argparse.ArgumentParser, repeated: tuple[str, ...
             group.add_argument(flag, action="store_true", default=None, help=field.description)
             continue
         kind = next((t for t in (int, float) if field.annotation in (t, t | None)), str)
-        group.add_argument(flag, type=kind, default=None, help=f"{field.description}{default}")
+        group.add_argument(flag, *extra.get("aliases", ()), dest=name, type=kind, default=None,
+                           metavar=extra.get("metavar"), help=f"{field.description}{default}")
 
 
 def _model_options(args: argparse.Namespace):
@@ -69,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--colormap", default="inferno", help="matplotlib colormap (default: inferno)")
     analyze.add_argument("--values", action="store_true", help="include raw heatmap values in the JSON")
     analyze.add_argument("--maps", action="store_true", help="include the full maps (attention, offsets ...) in the JSON")
-    analyze.add_argument("--gradcam", action="store_true", help="add a Grad-CAM reference map (a backward pass) to the "
-                                                                "JSON, the figure and --out")
-    analyze.add_argument("--target", type=int, default=None, help="what Grad-CAM explains: a class index, or a "
+    analyze.add_argument("--reference", choices=REFERENCE_METHODS, default=None,
+                         help="add a reference map to the JSON, the figure and --out: gradcam, gradcam++, layercam "
+                              "(a backward pass each) or eigencam (none, no target)")
+    analyze.add_argument("--gradcam", action="store_true", help="the same as --reference gradcam")
+    analyze.add_argument("--target", type=int, default=None, help="what the reference explains: a class index, or a "
                                                                   "detection's rank (default: the top one)")
+    analyze.add_argument("--target-kind", choices=("class", "box", "all"), default="class",
+                         help="detectors: the score the reference explains: the class score (default), the box "
+                              "coordinates, or both")
+    analyze.add_argument("--figure-boxes", type=int, default=None, metavar="N",
+                         help="--figure draws the N best detections and says how many more (default 5)")
     _add_model_options(analyze)
     serve = commands.add_parser("serve", help="start the web server and JSON API",
                                 description="Start the web server. Every option can also be set with an environment "
@@ -125,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=_positive, help="score a seeded sample of this many images")
     evaluate.add_argument("--classes", help="only these classes count (comma-separated names or indices)")
     evaluate.add_argument("--models", type=Path, metavar="FILE.toml", help="the models to compare, as serve reads them")
-    evaluate.add_argument("--reference", choices=("gradcam", "none"), default="gradcam",
-                          help="a reference map scored beside the blocks' (default gradcam, where a model has a layer)")
+    evaluate.add_argument("--reference", default="gradcam", metavar="METHOD[,METHOD...]",
+                          help="reference maps scored beside the blocks': " + ", ".join(REFERENCE_METHODS) +
+                               ", comma-separated (one pass serves them all), or none (default gradcam, where a "
+                               "model has layers for it)")
     evaluate.add_argument("--out", type=Path, help="write summary.json, per_image.csv, report.html, figure.png/.pdf")
     evaluate.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default 2)")
@@ -142,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--json", action="store_true", help="print the listing as JSON")
     _add_model_options(blocks)
     return parser
+
+
+def _reference(args: argparse.Namespace) -> str | None:
+    """``--reference``, or ``--gradcam`` (its old spelling); both naming different methods is a mistake."""
+    if args.gradcam and args.reference not in (None, "gradcam"):
+        raise ValueError(f"--gradcam asks for --reference gradcam, but --reference {args.reference} was given: give one")
+    return "gradcam" if args.gradcam else args.reference
 
 
 def _safe_name(text: str) -> str:
@@ -166,8 +185,11 @@ def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
     if "reference" in report:
         reference = report["reference"]
         low, high = reference["heatmap"]["range"]
-        lines.append(f"  Grad-CAM of {reference['target']['label']!r} at {reference['layer']}: heatmap "
-                     f"{reference['heatmap']['shape'][0]}x{reference['heatmap']['shape'][1]}  range [{low:.3g}, {high:.3g}]")
+        target = reference.get("target")
+        what = f" of {target['label']!r}" + (f" ({target['kind']})" if "rank" in target else "") if target else ""
+        lines.append(f"  {reference['method']}{what} at {', '.join(reference['layers'])}: heatmap "
+                     f"{reference['heatmap']['shape'][0]}x{reference['heatmap']['shape'][1]}  range [{low:.3g}, {high:.3g}]"
+                     f" {reference['heatmap']['unit']}")
     return "\n".join(lines)
 
 
@@ -182,7 +204,7 @@ def _write_outputs(out: Path, path: Path, analysis, report: dict, options) -> No
     model_input = report["input"]
     pictures = [(block["id"], block["heatmap"]) for block in report["blocks"]]
     if "reference" in report:
-        pictures.append(("reference.gradcam", report["reference"]["heatmap"]))
+        pictures.append((f"reference.{report['reference']['method']}", report["reference"]["heatmap"]))
     for name, heatmap in pictures:
         values = np.asarray(heatmap["values"], dtype=np.float32)
         picture = overlay(analysis.image, values, (model_input["width"], model_input["height"]),
@@ -234,7 +256,7 @@ def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .analysis.engine import Engine
-    from .analysis.figure import FIGURE_FORMATS, save_figure
+    from .analysis.figure import FIGURE_BOXES, FIGURE_FORMATS, save_figure
     from .analysis.imaging import ImageError, decode_image
     from .analysis.options import AnalyzeOptions
     from .models import ModelLoadError, load_model
@@ -253,10 +275,11 @@ def analyze(args: argparse.Namespace) -> int:
         engine = Engine(model, model_options.precision)
         options = AnalyzeOptions(size=args.size, colormap=args.colormap,
                                  include_values=args.values or bool(args.out or args.figure), include_maps=args.maps,
-                                 gradcam=args.gradcam, target=args.target)
-        if args.target is not None and not args.gradcam:
-            raise ValueError("--target chooses what Grad-CAM explains: give it with --gradcam")
+                                 reference=_reference(args), target=args.target, target_kind=args.target_kind)
         options.validate()
+        boxes = FIGURE_BOXES if args.figure_boxes is None else args.figure_boxes
+        if boxes < 0:
+            raise ValueError(f"--figure-boxes must be at least 0, got {boxes}")
     except (ModelLoadError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -276,7 +299,7 @@ def analyze(args: argparse.Namespace) -> int:
         try:
             analysis = engine.analysis(image, options)
         except TargetError as error:
-            print(f"attnlens: {path}: Grad-CAM: {error}", file=sys.stderr)
+            print(f"attnlens: {path}: {options.reference}: {error}", file=sys.stderr)
             failures += 1
             continue
         except ModelRunError as error:  # the model's own failure on this image: said, then the next image
@@ -290,7 +313,7 @@ def analyze(args: argparse.Namespace) -> int:
         if args.figure:
             target = args.figure if len(args.images) == 1 else \
                 args.figure.with_name(f"{args.figure.stem}-{_safe_name(path.stem)}{args.figure.suffix}")
-            save_figure(image, report, target, args.colormap, strides)  # the report made above, with values
+            save_figure(image, report, target, args.colormap, strides, boxes)  # the report made above, with values
         if args.json:
             print(json.dumps(report if args.values else _without_values(report), allow_nan=False), file=answers,
                   flush=True)

@@ -80,9 +80,9 @@ def main() -> None:
                                                                         "normalize": "none"})):
             model = load_model(device="cpu", **options)
             runs = {"plain forward": lambda: plain_pass(model, dataset, args.batch_size, args.workers),
-                    "eval, --reference none": lambda: evaluate_dataset([("m", model)], dataset, "none",
+                    "eval, --reference none": lambda: evaluate_dataset([("m", model)], dataset, (),
                                                                        args.batch_size, args.workers),
-                    "eval, Grad-CAM reference": lambda: evaluate_dataset([("m", model)], dataset, "gradcam",
+                    "eval, Grad-CAM reference": lambda: evaluate_dataset([("m", model)], dataset, ("gradcam",),
                                                                          args.batch_size, args.workers)}
             rates: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.repeats):

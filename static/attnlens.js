@@ -8,12 +8,15 @@
 const MARGIN = 44; // room for the CA height / width profiles, in canvas pixels
 const MAX_VIEW = 520; // largest drawn image side, in CSS pixels
 const SIDES = ["A", "B"];
+const LISTED = 10; // detections listed before "show all"
+const FEW = 5; // detections drawn on the cards when none is selected
 
 const state = {
   models: [], // GET /api/v1/models (or the one of GET /api/v1/model)
   model: null, // the description of the chosen model (side A)
   compare: null, // the description of the model compared with (side B), or null
-  gradcam: false, // include=gradcam: a Grad-CAM reference card (costs a backward pass)
+  reference: "", // reference=METHOD: a reference map card (gradcam, gradcam++, layercam: a backward pass; eigencam)
+  targetKind: "class", // detectors: what of the best detection the reference explains (class, box, all)
   luts: {}, // colormap name -> 256 [r, g, b]
   colormap: "inferno",
   opacity: 0.6,
@@ -22,8 +25,10 @@ const state = {
   ticket: 0, // the latest analysis; older answers are dropped
   image: null, // HTMLImageElement of the upload (upright, like the server's decoding)
   cards: [],
-  showBoxes: true, // detections drawn on every card
+  boxes: "auto", // detections drawn on the cards: auto (the selected one, else the best few), all, none
   highlighted: null, // { side, index } of the clicked detection
+  hovered: null, // { side, index } of the detection under the pointer in a list
+  allDetections: false, // the lists show every detection (else the first LISTED)
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -216,9 +221,11 @@ class Card {
     this.view.drawMap(context, grid, this.cellSize(), range, this.lut());
     this.overlay(context);
     const detections = this.detections();
-    if (state.showBoxes) drawDetections(context, this.view, detections, highlightedIn(this.side));
+    const drawn = drawnIn(this.side, detections.length);
+    drawDetections(context, this.view, detections, drawn, chosenIn(this.side));
     const boxes = detections.map((d) => this.view.imageBox(d.box).map((v) => Math.round(v)));
-    this.element.dataset.boxes = JSON.stringify(boxes);
+    this.element.dataset.boxes = JSON.stringify(boxes); // every detection's box on this canvas, drawn or not
+    this.element.dataset.drawn = drawn.join(",");
     this.legend(range, grid);
   }
 
@@ -302,9 +309,23 @@ function overlap(a, b) {
   return (w * h) / (area(a) + area(b) - w * h || 1);
 }
 
-// the highlighted detection of a side: the clicked one, or on the other side the box overlapping it most
-function highlightedIn(side) {
-  const chosen = state.highlighted;
+// the detection of a side that the pointer hovers, else the clicked one (on the other side: the box
+// overlapping it most), or null
+function chosenIn(side) { return matchedIn(side, state.hovered) ?? matchedIn(side, state.highlighted); }
+
+// the highlighted (clicked) detection of a side
+function highlightedIn(side) { return matchedIn(side, state.highlighted); }
+
+// the indices of the detections drawn on a side's cards: the chosen one (auto), else the best few; all; none
+function drawnIn(side, count) {
+  if (state.boxes === "none" || side === null) return [];
+  const indices = [...Array(count).keys()];
+  if (state.boxes === "all") return indices;
+  const chosen = chosenIn(side);
+  return chosen !== null ? [chosen] : indices.slice(0, FEW);
+}
+
+function matchedIn(side, chosen) {
   if (!chosen || side === null || !state.reports[side]) return null;
   if (chosen.side === side) return chosen.index;
   const box = state.reports[chosen.side].detections[chosen.index].box;
@@ -313,17 +334,18 @@ function highlightedIn(side) {
   return best >= 0.3 ? overlaps.indexOf(best) : null;
 }
 
-// detections (boxes in original-image pixels) over a card's image; the highlighted one thicker, labelled
-function drawDetections(context, view, detections, chosen) {
+// detections (boxes in original-image pixels) over a card's image: those drawn, the chosen one thicker, red
+function drawDetections(context, view, detections, drawn, chosen) {
   context.save();
   context.font = "11px system-ui, sans-serif";
-  detections.forEach((detection, i) => {
+  for (const i of drawn) {
+    const detection = detections[i];
     const [x, y, w, h] = view.imageBox(detection.box);
     const highlighted = chosen === i;
     context.strokeStyle = highlighted ? "#ff2d55" : "#00ff7f";
     context.lineWidth = highlighted ? 3 : 1.5;
     context.strokeRect(x, y, w, h);
-    if (highlighted || state.highlighted === null) {
+    if (highlighted || drawn.length <= FEW) {
       const text = `${detection.label} ${detection.score.toFixed(2)}`;
       const textWidth = context.measureText(text).width + 4;
       context.fillStyle = context.strokeStyle;
@@ -331,7 +353,7 @@ function drawDetections(context, view, detections, chosen) {
       context.fillStyle = "#000";
       context.fillText(text, x + 2, Math.max(0, y - 14) + 11);
     }
-  });
+  }
   context.restore();
 }
 
@@ -544,13 +566,17 @@ class SpaceToDepthCard extends Card {
   }
 }
 
-// the Grad-CAM reference (include=gradcam): a map over the model input, drawn like a block's
+// the reference map (reference=METHOD): Grad-CAM, Grad-CAM++, LayerCAM or EigenCAM over the model input at the
+// finest of its layers, drawn like a block's
 class ReferenceCard extends Card {
   title() {
-    const { layer, target } = this.block.reference;
+    const { method, layers, target } = this.block.reference;
     const side = this.compare ? `${SIDES[this.side]} · ` : "";
-    const what = "rank" in target ? `detection ${target.rank}` : `class ${target.index}`;
-    return `${side}Grad-CAM reference (layer ${layer}, target ${target.label}, ${what})`;
+    const where = layers.length === 1 ? `layer ${layers[0]}` : `${layers.length} layers ${layers.join(", ")}`;
+    const kind = target && target.kind !== "class" ? ` (${target.kind === "box" ? "box" : "class + box"})` : "";
+    const what = !target ? "no target" : "rank" in target ? `target ${target.label}, detection ${target.rank}${kind}`
+      : `target ${target.label}, class ${target.index}`;
+    return `${side}${methodOption(method)?.textContent || method} reference (${where}, ${what})`;
   }
 
   cellSize() {
@@ -558,11 +584,18 @@ class ReferenceCard extends Card {
     return [this.report.input.height / rows, this.report.input.width / cols];
   }
 
-  fileName() { return this.compare ? `${modelName(this.model)}-gradcam` : "gradcam"; }
+  fileName() {
+    const method = this.block.reference.method.replace("++", "pp");
+    return this.compare ? `${modelName(this.model)}-${method}` : method;
+  }
 }
 
+// the page's reference methods (rendered from the server's list) and whether one explains a target by gradients
+function methodOption(method) { return [...$("#reference").options].find((option) => option.value === method); }
+function usesGradients(method) { return methodOption(method)?.dataset.gradients === "true"; }
+
 function referenceBlock(reference) {
-  return { id: "reference", type: "gradcam", heatmap: reference.heatmap, maps: {}, reference };
+  return { id: "reference", type: "reference", heatmap: reference.heatmap, maps: {}, reference };
 }
 
 // B − A of two paired maps of one shape: a diverging colormap on the symmetric range [-m, m], m = max |B − A|
@@ -664,7 +697,7 @@ class Pair {
 }
 
 const CARD_TYPES = { gc: ContextCard, ca: CoordCard, acmix: WindowAttentionCard, dcn: DeformCard, spd: SpaceToDepthCard,
-  gradcam: ReferenceCard };
+  reference: ReferenceCard };
 
 // the cards of one analysis: the reference (when asked for) first, then every block in network order
 function cardsOf(source) {
@@ -773,6 +806,8 @@ function modelSummary(model, lead) {
 }
 
 function describeModels() {
+  const detector = [state.model, state.compare].some((model) => model && model.task === "detect");
+  $("#target-kind-pick").hidden = !detector || !usesGradients(state.reference);
   if (!state.model) return; // the server-rendered line stays (the model is loading)
   const api = element("a", "API");
   api.href = "/docs";
@@ -785,7 +820,11 @@ function modelNamed(name) { return state.models.find((m) => modelName(m) === nam
 // ---------- analyses ----------
 
 function analyzeUrl(model) {
-  const params = new URLSearchParams({ include: ["values", "maps", ...(state.gradcam ? ["gradcam"] : [])].join(",") });
+  const params = new URLSearchParams({ include: "values,maps" });
+  if (state.reference) params.set("reference", state.reference);
+  if (usesGradients(state.reference) && model && model.task === "detect" && state.targetKind !== "class") {
+    params.set("target_kind", state.targetKind);
+  }
   if (state.models.length > 1 && model) params.set("model", modelName(model));
   return `/api/v1/analyze?${params}`;
 }
@@ -818,8 +857,9 @@ async function analyze(blob, name = "image") {
     if (ticket !== state.ticket) return; // a newer analysis was asked for meanwhile
     state.reports = reports;
     state.image = image;
-    state.highlighted = null;
-    document.body.dataset.highlighted = "";
+    state.highlighted = state.hovered = null;
+    state.allDetections = false;
+    document.body.dataset.highlighted = document.body.dataset.hovered = "";
     show(reports, sides);
     setStatus(`${name}: ${bySide(reports, headline).join(" · ")}.`, "done");
   } catch (error) {
@@ -870,9 +910,12 @@ function showAnswer(report, side, model, compare) {
   const list = $(".predictions", root);
   if (report.task === "classify") {
     list.replaceChildren(...report.predictions.map((p) => scoreItem(p.label, p.score)));
+    $(".more-detections", root).hidden = true;
     return;
   }
-  list.replaceChildren(...(report.detections || []).map((d, i) => {
+  const detections = report.detections || [];
+  const listed = state.allDetections ? detections : detections.slice(0, LISTED);
+  list.replaceChildren(...listed.map((d, i) => {
     const item = scoreItem(d.label, d.score);
     const button = document.createElement("button");
     button.type = "button";
@@ -881,22 +924,51 @@ function showAnswer(report, side, model, compare) {
     button.textContent = `[${d.box.map((v) => Math.round(v)).join(", ")}]`;
     button.title = "highlight this box on every card";
     button.addEventListener("click", () => highlight(side, i));
+    item.addEventListener("pointerenter", () => hover({ side, index: i }));
+    item.addEventListener("pointerleave", () => hover(null));
+    button.addEventListener("focus", () => hover({ side, index: i }));
+    button.addEventListener("blur", () => hover(null));
     item.append(button);
     return item;
   }));
+  const more = $(".more-detections", root);
+  more.hidden = detections.length <= LISTED;
+  more.textContent = state.allDetections ? `show the first ${LISTED}` : `show all ${detections.length}`;
+  list.classList.toggle("all", state.allDetections);
+  markChosen();
 }
 
-function highlight(side, index) {
-  const chosen = state.highlighted;
-  state.highlighted = chosen && chosen.side === side && chosen.index === index ? null : { side, index };
+// the clicked detection (and its match on the other side) marked in the lists
+function markChosen() {
   state.reports.forEach((_, s) => {
     const shown = highlightedIn(s);
     for (const button of document.querySelectorAll(`#answer-${SIDES[s].toLowerCase()} .detection`)) {
       button.classList.toggle("on", Number(button.dataset.index) === shown);
     }
   });
+}
+
+function highlight(side, index) {
+  const chosen = state.highlighted;
+  state.highlighted = chosen && chosen.side === side && chosen.index === index ? null : { side, index };
+  markChosen();
   document.body.dataset.highlighted = state.highlighted ? `${side ? "B" : ""}${index}` : "";
   redraw();
+}
+
+// the pointer over a listed detection: its box (and its match on the other side) drawn, red, on every card
+function hover(hovered) {
+  const same = (a, b) => a === b || (a && b && a.side === b.side && a.index === b.index);
+  if (same(state.hovered, hovered)) return;
+  state.hovered = hovered;
+  document.body.dataset.hovered = hovered ? `${hovered.side ? "B" : ""}${hovered.index}` : "";
+  redraw();
+}
+
+function toggleAllDetections() {
+  state.allDetections = !state.allDetections;
+  state.reports.forEach((report, side) => showAnswer(report, side, side ? state.compare : state.model,
+    state.reports.length > 1));
 }
 
 function timings(report) {
@@ -914,7 +986,7 @@ function show(reports, sides) {
   const compare = reports.length > 1;
   reports.forEach((report, side) => showAnswer(report, side, sides[side], compare));
   $("#answer-b").hidden = !compare;
-  $("#boxes-toggle").hidden = !reports.some((r) => r.task === "detect");
+  $("#boxes-pick").hidden = !reports.some((r) => r.task === "detect");
   $("#timings").textContent = `Server: ${bySide(reports, timings).join("; ")}.`;
   $("#results").hidden = false;
   const decks = reports.map((report, side) => cardsOf({ report, model: sides[side], side, compare }));
@@ -960,7 +1032,8 @@ async function init() {
   select.value = state.colormap;
   select.addEventListener("change", () => { state.colormap = select.value; redraw(); });
   $("#opacity").addEventListener("input", (event) => { state.opacity = Number(event.target.value); redraw(); });
-  $("#show-boxes").addEventListener("change", (event) => { state.showBoxes = event.target.checked; redraw(); });
+  $("#boxes").addEventListener("change", (event) => { state.boxes = event.target.value; redraw(); });
+  for (const button of document.querySelectorAll(".more-detections")) button.addEventListener("click", toggleAllDetections);
   $("#model").addEventListener("change", (event) => {
     state.model = modelNamed(event.target.value);
     if (state.compare === state.model) state.compare = null;
@@ -972,7 +1045,12 @@ async function init() {
     describeModels();
     reanalyze();
   });
-  $("#gradcam").addEventListener("change", (event) => { state.gradcam = event.target.checked; reanalyze(); });
+  $("#reference").addEventListener("change", (event) => {
+    state.reference = event.target.value;
+    describeModels();
+    reanalyze();
+  });
+  $("#target-kind").addEventListener("change", (event) => { state.targetKind = event.target.value; reanalyze(); });
 
   const input = $("#file-input");
   input.addEventListener("change", () => { if (input.files[0]) analyze(input.files[0], input.files[0].name); });

@@ -1,9 +1,9 @@
 """The analysis engine: image -> tensor -> one forward pass under ``blocks.capture`` -> one ``Analysis`` per image.
 
 Data flows one way: ``prepare`` (the model's input recipe: resize, letterbox), ``run`` (forward, the
-model's output read as class probabilities or boxes, every block's maps and, when asked, a Grad-CAM
-reference from a backward pass), then ``analyses`` splits the batch into one ``Analysis`` per image
-(``attnlens.analysis.result``), which renders itself as the API's JSON, an npz file or a figure.
+model's output read as class probabilities or boxes, every block's maps and, when asked, reference maps
+(Grad-CAM, LayerCAM ... from a backward pass; EigenCAM without one)), then ``analyses`` splits the batch into
+one ``Analysis`` per image (``attnlens.analysis.result``), which renders itself as the API's JSON, an npz file or a figure.
 """
 from __future__ import annotations
 
@@ -20,25 +20,47 @@ from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError, users_code
-from attnlens.models.gradcam import LayerActivation, grad_cam_map
 from attnlens.models.outputs import TargetError
+from attnlens.models.references import METHODS, LayerActivations, gradients_of, reference_maps
 
 from .options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from .result import Analysis, Reference
 
-__all__ = ["MAX_SIZE", "MIN_SIZE", "PRECISIONS", "AnalyzeOptions", "Engine", "RunResult", "resolve_precision"]
+__all__ = ["MAX_SIZE", "MIN_SIZE", "PRECISIONS", "AnalyzeOptions", "Engine", "ReferenceRequest", "RunResult",
+           "resolve_precision"]
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """Reference maps asked of a batch: ``methods`` (``attnlens.models.references.METHODS``), one target per image
+    (None: its top class or best detection) and, of a detection, the ``kind`` of score the gradient methods explain."""
+
+    methods: tuple[str, ...]
+    targets: tuple[int | None, ...]
+    kind: str = "class"
+
+    @classmethod
+    def of(cls, options: AnalyzeOptions, count: int = 1) -> ReferenceRequest | None:
+        """What ``options`` ask of each of ``count`` images (None: no reference)."""
+        if options.reference is None:
+            return None
+        return cls((options.reference,), (options.target,) * count, options.target_kind)
 
 @dataclass
 class RunResult:
     """One forward pass of a batch of N images: what the output reader gave (``classify``: probabilities
     ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None), every block's maps,
-    and the Grad-CAM references (one per image, None where not asked or nothing to explain)."""
+    and the reference maps asked for (by method, one per image: None where there is nothing to explain)."""
 
     predictions: Any
     maps: dict[str, BlockMaps]
     input_size: tuple[int, int]  # (width, height) of the model input
     timings_ms: dict[str, float] = field(default_factory=dict)
-    references: list[Reference | None] = field(default_factory=list)
+    references: dict[str, list[Reference | None]] = field(default_factory=dict)
+
+    def reference(self, i: int) -> Reference | None:
+        """Image ``i``'s reference map of the first method asked (the analysis answers one)."""
+        return next((maps[i] for maps in self.references.values()), None)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,37 +87,29 @@ class Engine:
         """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] by the model's input recipe, and its geometry."""
         return self.model.recipe.prepare(image, size)
 
-    def run(self, batch: Tensor, gradcam: Sequence[int | None] | None = None) -> RunResult:
+    def run(self, batch: Tensor, references: ReferenceRequest | None = None) -> RunResult:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
-        ``gradcam``: one target per image (None: the top one) for Grad-CAM references, computed from the same
-        pass (gradients only then; ``no_grad`` otherwise). ``TargetError`` for a target the output lacks;
-        ``ModelRunError`` for a model that fails on the batch (whatever its code raises)."""
+        ``references``: reference maps from the same pass (gradients only for the methods that need them;
+        ``no_grad`` otherwise). ``TargetError`` for a target the output lacks; ``ModelRunError`` for a model that
+        fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
         model = self.model
         autocast = torch.autocast(model.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
-        references: list[Reference | None] = [None] * batch.shape[0]
-        if gradcam is None:
+        found: dict[str, list[Reference | None]] = {}
+        if references is None:
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
                 predictions = self._read(self._forward(batch))
         else:
-            if isinstance(model.module, torch.jit.ScriptModule):
-                raise TargetError(f"{model.name} is TorchScript, which supports no forward hooks: Grad-CAM cannot "
-                                  f"read its layers")
-            if model.gradcam_layer is None:
-                raise TargetError(f"{model.name} has no (N, C, h, w) feature map for Grad-CAM; name a layer with "
-                                  f"--gradcam-layer")
-            try:
-                layer = LayerActivation(model.module, model.gradcam_layer)
-            except ValueError as error:
-                raise TargetError(str(error)) from error
-            with torch.no_grad(), autocast, blocks.capture(model.module) as maps, layer.kept(graph_from_here=True):
-                output = self._forward(batch)  # the graph starts at the Grad-CAM layer (LayerActivation.kept)
+            layers = self._layers()
+            gradients = any(METHODS[method].gradients for method in references.methods)
+            with torch.no_grad(), autocast, blocks.capture(model.module) as maps, layers.kept(gradients):
+                output = self._forward(batch)  # any graph starts at the reference layers (LayerActivations.kept)
                 predictions = self._read(output)
-                with users_code(model.name, model.device, "in Grad-CAM's backward pass"):
-                    references = self._grad_cam(output, predictions, layer, gradcam)
+                with users_code(model.name, model.device, "in the reference map's backward pass"):
+                    found = self._references(output, predictions, layers, references)
             predictions = predictions.detach() if model.task == "classify" else \
-                [found.detach() for found in predictions] if model.task == "detect" else None
+                [detections.detach() for detections in predictions] if model.task == "detect" else None
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         forward_ms = 1000 * (time.perf_counter() - start)
@@ -108,7 +122,21 @@ class Engine:
             torch.cuda.synchronize(model.device)
         return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
                          {"forward": forward_ms, "heatmaps": 1000 * (time.perf_counter() - start) - forward_ms},
-                         references)
+                         found)
+
+    def _layers(self) -> LayerActivations:
+        """The model's reference layers, ready to keep; ``TargetError`` where there are none to read."""
+        model = self.model
+        if isinstance(model.module, torch.jit.ScriptModule):
+            raise TargetError(f"{model.name} is TorchScript, which supports no forward hooks: no reference map can "
+                              f"read its layers")
+        if not model.reference_layers:
+            raise TargetError(f"{model.name} has no (N, C, h, w) feature map for a reference map; name layers with "
+                              f"--reference-layers")
+        try:
+            return LayerActivations(model.module, model.reference_layers)
+        except ValueError as error:
+            raise TargetError(str(error)) from error
 
     def _forward(self, batch: Tensor) -> Any:
         """The model's raw output: its own code, so whatever it raises is ``ModelRunError``."""
@@ -123,36 +151,54 @@ class Engine:
             raise ModelRunError(self.model.name, error, "on this image: its output is not laid out as in the probe "
                                 "pass (" + self.model.reader.layout + ")") from error
 
-    def _grad_cam(self, output: Any, predictions: Any, layer: LayerActivation,
-                  targets: Sequence[int | None]) -> list[Reference | None]:
-        """Grad-CAM of each image's target (its top class, or best detection, by default) at ``layer``."""
-        model = self.model
+    def _targets(self, predictions: Any, targets: Sequence[int | None]) -> list[int | None]:
+        """Each image's target: the one asked, else its top class or best detection (None: nothing detected)."""
         chosen: list[int | None] = []
         for i, target in enumerate(targets):
-            if target is None and model.task == "detect":
+            if target is None and self.model.task == "detect":
                 target = 0 if len(predictions[i].rows) else None  # nothing detected: nothing to explain
-            elif target is None and model.task == "classify":
+            elif target is None and self.model.task == "classify":
                 target = int(predictions[i].argmax())
-            chosen.append(0 if target is None and model.task == "maps" else target)  # maps: the reader refuses
-        scores = [model.reader.score(output, predictions, i, target) for i, target in enumerate(chosen)
+            chosen.append(0 if target is None and self.model.task == "maps" else target)  # maps: the reader refuses
+        return chosen
+
+    def _references(self, output: Any, predictions: Any, layers: LayerActivations,
+                    request: ReferenceRequest) -> dict[str, list[Reference | None]]:
+        """Each method's map of each image at ``layers`` (for the gradient methods, of the image's target)."""
+        model, count = self.model, len(request.targets)
+        missing = [name for name, kept in zip(layers.names, layers.outputs) if kept is None]
+        if missing:
+            raise TargetError(f"layer {missing[0]} gives no (N, C, h, w) feature map for a reference map")
+        activations, names = layers.outputs, tuple(layers.names)
+        found: dict[str, list[Reference | None]] = {}
+        for method in request.methods:
+            if not METHODS[method].gradients:  # no target: every image gets one
+                maps = reference_maps(method, activations)
+                found[method] = [Reference(method, names, None, None, None, None, maps[i]) for i in range(count)]
+        gradient_methods = [method for method in request.methods if METHODS[method].gradients]
+        if not gradient_methods:
+            return found
+        chosen = self._targets(predictions, request.targets)
+        scores = [model.reader.score(output, predictions, i, target, request.kind) for i, target in enumerate(chosen)
                   if target is not None]
-        if layer.output is None:
-            raise TargetError(f"layer {layer.name} gives no (N, C, h, w) feature map for Grad-CAM")
         if not scores:
-            return [None] * len(targets)
+            return found | {method: [None] * count for method in gradient_methods}
         try:
-            cams = grad_cam_map(layer.output, torch.stack(scores).float().sum())
+            gradients = gradients_of(torch.stack(scores).float().sum(), activations)
         except ValueError as error:
-            raise TargetError(f"{error} ({layer.name}): Grad-CAM has nothing to show") from error
-        references: list[Reference | None] = []
-        for i, target in enumerate(chosen):
-            if target is None:
-                references.append(None)
-                continue
-            index = target if model.task == "classify" else int(predictions[i].classes[target])
-            rank = None if model.task == "classify" else target
-            references.append(Reference(layer.name, index, model.label(index), rank, cams[i]))
-        return references
+            raise TargetError(f"{error} ({', '.join(names)}): {METHODS[gradient_methods[0]].title} has nothing to "
+                              f"show") from error
+        for method in gradient_methods:
+            maps = reference_maps(method, activations, gradients)
+            found[method] = []
+            for i, target in enumerate(chosen):
+                if target is None:
+                    found[method].append(None)
+                    continue
+                index = target if model.task == "classify" else int(predictions[i].classes[target])
+                rank, kind = (None, "class") if model.task == "classify" else (target, request.kind)
+                found[method].append(Reference(method, names, index, model.label(index), rank, kind, maps[i]))
+        return found
 
     def analyses(self, result: RunResult, geometries: Sequence[InputGeometry],
                  images: Sequence[Image.Image | None] | None = None) -> list[Analysis]:
@@ -160,7 +206,7 @@ class Engine:
         images = images or [None] * len(geometries)
         return [Analysis(model=self.model, geometry=geometry, input_size=result.input_size, index=i,
                          predictions=None if result.predictions is None else result.predictions[i],
-                         maps=result.maps, reference=result.references[i], timings_ms=dict(result.timings_ms),
+                         maps=result.maps, reference=result.reference(i), timings_ms=dict(result.timings_ms),
                          image=image)
                 for i, (geometry, image) in enumerate(zip(geometries, images))]
 
@@ -171,7 +217,7 @@ class Engine:
         start = time.perf_counter()
         batch, geometry = self.prepare(image, options.size)
         preprocess_ms = 1000 * (time.perf_counter() - start)
-        result = self.run(batch, [options.target] if options.gradcam else None)
+        result = self.run(batch, ReferenceRequest.of(options))
         (analysis,) = self.analyses(result, [geometry], [image])
         analysis.timings_ms = {"preprocess": round(preprocess_ms, 2), **analysis.timings_ms}
         return analysis

@@ -17,9 +17,10 @@ from attnlens.blocks.kinds import KINDS
 
 from .render import on_image
 
-__all__ = ["FIGURE_FORMATS", "make_figure", "save_figure"]
+__all__ = ["FIGURE_BOXES", "FIGURE_FORMATS", "make_figure", "save_figure"]
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
+FIGURE_BOXES = 5  # the detections drawn, best first (a crowded image's boxes would hide the maps)
 
 
 def _headline(report: dict) -> str:
@@ -44,24 +45,30 @@ def _draw_boxes(axis, detections: list[dict], labelled: bool) -> None:
 
 
 def make_figure(image: Image.Image, report: dict, colormap: str = "inferno",
-                strides: dict[str, int] | None = None) -> Figure:
+                strides: dict[str, int] | None = None, boxes: int = FIGURE_BOXES) -> Figure:
     """The figure of ``report`` (made with ``include_values``) over ``image``: one panel per block, then the
-    Grad-CAM reference if the report has one; detections (if any) on every panel, labelled on the first."""
+    reference map if the report has one; the ``boxes`` best detections (if any) on every panel, labelled on the
+    first, whose title says how many more there are."""
     panels = [(f"{KINDS[block['type']].record.title}\n{block['id']}"
                + (f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""), block["heatmap"])
               for block in report["blocks"]]
     if "reference" in report:
         reference = report["reference"]
-        panels.append((f"Grad-CAM reference: {reference['target']['label']}\nlayer {reference['layer']}",
+        target = reference.get("target")
+        layers = reference["layers"]
+        where = f"layer {layers[0]}" if len(layers) == 1 else f"{len(layers)} layers: {', '.join(layers)}"
+        panels.append((f"{reference['method']} reference" + (f": {target['label']}" if target else "") + f"\n{where}",
                        reference["heatmap"]))
     columns = min(3, len(panels) + 1)
     rows = math.ceil((len(panels) + 1) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.6 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     extent = (0, image.width, image.height, 0)
-    detections = report.get("detections", [])
+    found = report.get("detections", [])
+    detections = found[:boxes]
+    more = f" (boxes: the best {len(detections)}; {len(found) - len(detections)} more)" if len(found) > len(detections) else ""
     axes[0].imshow(image, extent=extent)
-    axes[0].set_title(f"image {image.width}x{image.height}\n{_headline(report)}", fontsize=10)
+    axes[0].set_title(f"image {image.width}x{image.height}\n{_headline(report)}{more}", fontsize=10)
     _draw_boxes(axes[0], detections, labelled=True)
     model_input = report["input"]
     for axis, (title, heatmap) in zip(axes[1:], panels):
@@ -79,10 +86,10 @@ def make_figure(image: Image.Image, report: dict, colormap: str = "inferno",
 
 
 def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
-                strides: dict[str, int] | None = None) -> Path:
+                strides: dict[str, int] | None = None, boxes: int = FIGURE_BOXES) -> Path:
     """Write ``make_figure`` to ``path`` (.png, .pdf or .svg)."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_FORMATS:
         raise ValueError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}, got {path.name!r}")
-    make_figure(image, report, colormap, strides).savefig(path, dpi=200)
+    make_figure(image, report, colormap, strides, boxes).savefig(path, dpi=200)
     return path

@@ -1,5 +1,5 @@
 """One image analysed by one model (``Analysis``): its predictions or detections, every block's maps as
-tensors, the optional Grad-CAM reference, and three renderings of them: the API's JSON (``report``), an
+tensors, the optional reference map (Grad-CAM, LayerCAM ...), and three renderings of them: the API's JSON (``report``), an
 npz file of every full map (``npz``) and a figure (``figure``).
 
 Rendering (PNG encoding, JSON, npz) is separate from the forward pass, so the server does it on the
@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
+from attnlens.models.references import METHODS
 
 from .options import AnalyzeOptions
 from .report import block_report, detection_report, heatmap_report, prediction_report
@@ -27,27 +28,58 @@ from .report import block_report, detection_report, heatmap_report, prediction_r
 __all__ = ["Analysis", "Reference"]
 
 
+TARGET_WORDS = {"class": "the class score", "box": "the box coordinates (their sum)",
+                "all": "the class score plus the box coordinates"}
+
+
 @dataclass(frozen=True)
 class Reference:
-    """A Grad-CAM reference of one image: ``heatmap`` ``(h, w)`` at ``layer``'s resolution over the model input,
-    for class ``index`` (``label``), of the detection ranked ``rank`` for detectors."""
+    """A reference map of one image (``attnlens.models.references``): ``heatmap`` ``(h, w)`` over the model input at
+    the finest of ``layers``, by ``method``, of class ``index`` (``label``), of the detection ranked ``rank`` and its
+    ``kind`` of score for detectors; ``index`` None for EigenCAM, which has no target."""
 
-    method: ClassVar[str] = "gradcam"
-    meaning: ClassVar[str] = ("Grad-CAM: where the layer's features raise the target's score (ReLU of the "
-                              "activations weighted by their mean gradient)")
-    unit: ClassVar[str] = "activation x gradient"
-    layer: str
-    index: int
-    label: str
+    method: str
+    layers: tuple[str, ...]
+    index: int | None
+    label: str | None
     rank: int | None
+    kind: str | None
     heatmap: Tensor
+
+    @property
+    def title(self) -> str:
+        return METHODS[self.method].title
+
+    @property
+    def meaning(self) -> str:
+        meaning = METHODS[self.method].meaning
+        if self.kind is not None and self.rank is not None:
+            meaning += f"; target: {TARGET_WORDS[self.kind]} of the detection"
+        if len(self.layers) > 1:
+            meaning += f"; {len(self.layers)} layers fused (each scaled to [0, 1], on the finest grid, averaged)"
+        return meaning
+
+    @property
+    def unit(self) -> str:
+        if len(self.layers) > 1:
+            return "relative, 0 to 1"
+        return "activation x gradient" if METHODS[self.method].gradients else "activation (projection)"
+
+    def report(self, colormap: str, include_values: bool) -> dict:
+        """The answer's ``reference``: ``method``, ``layers`` (``layer``: them comma-joined, as v1 had one),
+        ``target`` (None for EigenCAM), ``heatmap``."""
+        target = None if self.index is None else {"index": self.index, "label": self.label, "kind": self.kind} | \
+            ({"rank": self.rank} if self.rank is not None else {})
+        return {"method": self.method, "layer": ",".join(self.layers), "layers": list(self.layers), "target": target,
+                "heatmap": heatmap_report(self.heatmap.float().cpu().numpy(), self.meaning, self.unit, colormap,
+                                          include_values)}
 
 
 @dataclass
 class Analysis:
     """Image ``index`` of a batch run by ``model``: ``predictions`` (classify: probabilities ``(K,)``; detect:
     ``Detections`` in input pixels; maps: None), ``maps`` (the batch's records, by block id), ``reference``
-    (Grad-CAM, when asked), ``image`` (the upright image, when kept: needed for ``figure``), ``served_as`` (the
+    (a reference map, when asked), ``image`` (the upright image, when kept: needed for ``figure``), ``served_as`` (the
     name a server offers the model under)."""
 
     model: LoadedModel
@@ -68,7 +100,7 @@ class Analysis:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every full map as float32 arrays named ``<block id>/<map name>`` (``heatmap`` included), and the
-        Grad-CAM reference as ``reference/gradcam``."""
+        reference map as ``reference/<method>`` (``reference/gradcam`` ...)."""
         arrays = {}
         for name, record in self.maps.items():
             for key, value in {"heatmap": record.heatmap[self.index], **record.arrays(self.index)}.items():
@@ -99,19 +131,14 @@ class Analysis:
             if dropped:
                 notes.append(f"{dropped} candidate detection{'s' * (dropped != 1)} left out: a box or score not finite "
                              f"(NaN / inf), or an empty box")
-        if options.gradcam and self.reference is None:
-            notes.append("Grad-CAM: no detection to explain.")
+        if options.reference and self.reference is None:
+            notes.append(f"{METHODS[options.reference].title}: no detection to explain")
         report["blocks"] = [block_report(name, record, self.index, options.colormap, options.include_values,
                                          options.include_maps) for name, record in self.maps.items()]
         if self.reference is not None:
-            reference = self.reference
-            target = {"index": reference.index, "label": reference.label} | \
-                ({"rank": reference.rank} if reference.rank is not None else {})
-            report["reference"] = {"method": reference.method, "layer": reference.layer, "target": target,
-                                   "heatmap": heatmap_report(reference.heatmap.float().cpu().numpy(), reference.meaning,
-                                                             reference.unit, options.colormap, options.include_values)}
+            report["reference"] = self.reference.report(options.colormap, options.include_values)
         masked = [(entry["id"], entry["heatmap"]) for entry in report["blocks"]] + \
-            ([("Grad-CAM", report["reference"]["heatmap"])] if "reference" in report else [])
+            ([(self.reference.title, report["reference"]["heatmap"])] if self.reference is not None else [])
         notes += [f"{name}: {heatmap['masked']} of {heatmap['shape'][0] * heatmap['shape'][1]} heatmap cells are not "
                   f"finite (NaN / inf), masked (grey, null)" for name, heatmap in masked if heatmap.get("masked")]
         if any(notes):
@@ -132,17 +159,17 @@ class Analysis:
         strides = {block.id: block.feature_stride for block in self.model.blocks}
         return self.image, self.report(AnalyzeOptions(colormap=colormap, include_values=True)), strides
 
-    def figure(self, colormap: str = "inferno"):
-        """A matplotlib ``Figure``: the image with its detections and every block's heatmap (and the Grad-CAM
-        reference) over it. Needs ``image``."""
+    def figure(self, colormap: str = "inferno", boxes: int | None = None):
+        """A matplotlib ``Figure``: the image with its best detections and every block's heatmap (and the
+        reference map) over it. Needs ``image``."""
         from .figure import make_figure
 
         image, report, strides = self._figure_inputs(colormap)
-        return make_figure(image, report, colormap, strides)
+        return make_figure(image, report, colormap, strides, *([] if boxes is None else [boxes]))
 
-    def save_figure(self, path: str | Path, colormap: str = "inferno") -> Path:
-        """Write ``figure`` to ``path`` (.png, .pdf or .svg)."""
+    def save_figure(self, path: str | Path, colormap: str = "inferno", boxes: int | None = None) -> Path:
+        """Write ``figure`` to ``path`` (.png, .pdf or .svg); ``boxes``: the detections drawn (default 5)."""
         from .figure import save_figure
 
         image, report, strides = self._figure_inputs(colormap)
-        return save_figure(image, report, path, colormap, strides)
+        return save_figure(image, report, path, colormap, strides, *([] if boxes is None else [boxes]))

@@ -20,21 +20,26 @@ __all__ = ["DataError", "Dataset", "evaluate", "read_dataset"]
 
 def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, images: str | Path | None = None,
              split: str = "val", limit: int | None = None, classes: Sequence[str] | None = None,
-             reference: str = "gradcam", out: str | Path | None = None, batch_size: int = 8, workers: int = 0,
-             seed: int = 0, progress: Callable[[int], Any] | None = None) -> dict:
+             reference: str | Sequence[str] = "gradcam", out: str | Path | None = None, batch_size: int = 8,
+             workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None) -> dict:
     """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
     what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
-    ``Dataset``). ``reference``: ``gradcam`` (where a model has a layer for it) or ``none``."""
+    ``Dataset``). ``reference``: reference methods scored beside the blocks (``gradcam``, ``gradcam++``,
+    ``layercam``, ``eigencam``; a list or comma-separated), where a model has layers for them, or ``none``."""
     from attnlens.models import LoadedModel, load_model
+    from attnlens.models.references import METHODS
 
-    if reference not in ("gradcam", "none"):
-        raise ValueError(f"reference must be gradcam or none, got {reference!r}")
+    methods = [m.strip() for m in (reference.split(",") if isinstance(reference, str) else reference) if m.strip()]
+    methods = [] if methods == ["none"] else methods
+    if unknown := [m for m in methods if m not in METHODS]:
+        raise ValueError(f"reference must be none or among {', '.join(METHODS)} (comma-separated), got "
+                         f"{', '.join(unknown)}")
     dataset = data if isinstance(data, Dataset) else read_dataset(data, images, split, limit, classes, seed)
     loaded = [(name, model if isinstance(model, LoadedModel) else load_model(model)) for name, model in models]
     names = [name for name, _ in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a name: {names}")
-    scores, kept, skipped = evaluate_dataset(loaded, dataset, reference, batch_size, workers, progress)
+    scores, kept, skipped = evaluate_dataset(loaded, dataset, tuple(dict.fromkeys(methods)), batch_size, workers, progress)
     dropped = {s.file for s in skipped if s.line is None and s.reason.startswith("unreadable image")}
     summary = {
         "models": names,

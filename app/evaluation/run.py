@@ -1,8 +1,8 @@
 """The evaluation pass: every image of a dataset through every model, batched, each map scored as it comes.
 
 Images are decoded and prepared in DataLoader worker processes, grouped into batches of equal input shape
-(planned from the images' headers), run once per model under capture (``Engine.run``, with Grad-CAM
-references when asked), and each map is brought to the image and scored on the model's device
+(planned from the images' headers), run once per model under capture (``Engine.run``, with reference maps
+when asked: one pass serves every method), and each map is brought to the image and scored on the model's device
 (``measures``); then the maps are dropped, but for each map's best and worst images, kept for the report.
 """
 from __future__ import annotations
@@ -19,11 +19,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from attnlens.analysis.engine import Engine
+from attnlens.analysis.engine import Engine, ReferenceRequest
 from attnlens.analysis.imaging import ImageError, decode_image
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError
 from attnlens.models.outputs import TargetError
+from attnlens.models.references import METHODS
 
 from .datasets import Dataset, LabelledImage, Skipped
 from .measures import centre_map, measure, regions_of, to_image
@@ -100,12 +101,14 @@ def _collate(items):
     return items
 
 
-def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, reference: str = "gradcam",
-                     batch_size: int = 8, workers: int = 0,
+def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
+                     references: Sequence[str] = ("gradcam",), batch_size: int = 8, workers: int = 0,
                      progress: Callable[[int], Any] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
     """Score every map of every model on every labelled image. Returns the per-image scores, the kept best /
     worst images (``{(model, map): (best heap, worst heap)}``) and what was skipped (unreadable images,
-    images a model failed on). ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
+    images a model failed on). ``references``: the reference methods scored beside the blocks, where a model has
+    layers for them (the gradient methods: where its output is read). ``progress(total)`` returns an object with
+    ``update(n)`` (tqdm)."""
     engines = [(name, Engine(model)) for name, model in models]
     images = dataset.images
     batches = _batches(images, [model for _, model in models], batch_size)
@@ -130,9 +133,11 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
             if not readable:
                 break
             stacked = torch.stack([tensors[position] for _, tensors, _ in readable])
-            wanted = reference != "none" and engine.model.gradcam_layer is not None and engine.model.task != "maps"
+            model = engine.model
+            methods = tuple(method for method in references if model.reference_layers
+                            and (model.task != "maps" or not METHODS[method].gradients))
             try:
-                result = engine.run(stacked, [None] * len(readable) if wanted else None)
+                result = engine.run(stacked, ReferenceRequest(methods, (None,) * len(readable)) if methods else None)
             except (ModelRunError, TargetError) as error:
                 skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
                 continue
@@ -149,8 +154,8 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
                                             for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
                                                                 (BASELINES[1], centre_map(width, height, device)))}
                 maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
-                if result.references and result.references[row] is not None:
-                    maps.append(("reference/gradcam", "reference", result.references[row].heatmap))
+                maps += [(f"reference/{method}", "reference", found[row].heatmap)
+                         for method, found in result.references.items() if found[row] is not None]
                 for key, kind, heatmap in maps:
                     if not torch.isfinite(heatmap).all():
                         skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))

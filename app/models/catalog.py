@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .loading import DEFAULT_MODEL, ModelLoadError
-from .options import ModelOptions
+from .options import ModelOptions, option_aliases
 
 __all__ = ["DEFAULT_PAIR", "models_to_serve", "read_models_file"]
 
@@ -43,8 +43,10 @@ def read_models_file(path: str | Path, base: ModelOptions | None = None) -> list
     # the modules --block names are one model's, as are its weights
     inherited = base.model_dump(exclude_unset=True, exclude={"model", "weights", "blocks"}) if base else {}
     models: list[tuple[str, ModelOptions]] = []
+    aliases = option_aliases()
     for number, table in enumerate(tables, 1):
         table = {key.replace("-", "_"): value for key, value in table.items()}
+        table = {aliases.get(key, key): value for key, value in table.items()}  # gradcam_layer: reference_layers
         name = table.pop("name", None)
         if not isinstance(name, str) or not name.strip():
             raise ModelLoadError(f"{path}: [[models]] table {number} needs a name")

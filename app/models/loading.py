@@ -41,11 +41,11 @@ from attnlens import blocks
 
 from .backbones.efficientnet_lite import EfficientNetLite0, lite0_weights_path
 from .boundary import one_line, what_was_raised
-from .gradcam import feature_layer
 from .inputs import InputRecipe
 from .options import ModelOptions, ModelSpec
 from .outputs import OutputError, OutputReader, infer_reader
 from .placement import augment_lite0, augment_resnet
+from .references import ReferenceLayers, find_reference_layers
 
 __all__ = ["BlockInfo", "LoadedModel", "ModelLoadError", "imagenet_labels", "label_list", "load_model",
            "read_labels", "read_state_dict"]
@@ -95,7 +95,7 @@ class LoadedModel:
     recognition: blocks.Recognition | None = None  # what the probe pass recognised, and the candidates not read
     warnings: list[str] = field(default_factory=list)  # what loading found that works, but not as the user may think
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
-    gradcam_layer: str | None = None  # where Grad-CAM references are computed (None: no 4-D feature map found)
+    reference_layers: list[str] = field(default_factory=list)  # where reference maps are computed (none: no 4-D map)
 
     @property
     def input_size(self) -> int:
@@ -202,11 +202,12 @@ IMAGENET_RECIPE = InputRecipe(224, "short-side", "imagenet")  # torchvision clas
 CHECKPOINT_RECIPE = InputRecipe(640, "letterbox", "none")  # YOLO's
 
 
-def _with_recipe(module: nn.Module, recipe: InputRecipe, gradcam_layer: str | None = None) -> ModelSpec:
-    return ModelSpec(module, recipe.size, recipe.resize, recipe.normalize, gradcam_layer=gradcam_layer)
+def _with_recipe(module: nn.Module, recipe: InputRecipe, reference_layer: str | None = None) -> ModelSpec:
+    return ModelSpec(module, recipe.size, recipe.resize, recipe.normalize,
+                     reference_layers=[reference_layer] if reference_layer else None)
 
 
-LITE0_LAST_STAGE = "_blocks.15"  # Grad-CAM's layer for Lite0 (as attnlens eval's baseline)
+LITE0_LAST_STAGE = "_blocks.15"  # the reference layer of Lite0 (as attnlens eval's baseline)
 
 
 def _efficientnet_lite0(trained: bool) -> Callable[[str | None], ModelSpec]:
@@ -306,7 +307,7 @@ def _user_module(made: Any, what: str, weights: str | None) -> ModelSpec:
     if _takes_image_list(built.module):  # torchvision detectors normalise and resize inside
         default = InputRecipe(int(built.module.transform.min_size[0]), "short-side", "none")
     return ModelSpec(built.module, built.input_size or default.size, built.resize or default.resize,
-                     built.normalize or default.normalize, built.labels, built.task, built.gradcam_layer)
+                     built.normalize or default.normalize, built.labels, built.task, built.reference_layers)
 
 
 AUTOINSTALL_SWITCHES = ("YOLOv5_AUTOINSTALL", "YOLO_AUTOINSTALL")  # YOLOv5's and ultralytics' check_requirements
@@ -522,10 +523,10 @@ def probe_image(size: int) -> Image.Image:
     return Image.fromarray(noise.numpy(), "RGB")
 
 
-def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[BlockInfo], Any, str | None]:
+def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[BlockInfo], Any, ReferenceLayers]:
     """One pass on the probe image that recognises the blocks (``attnlens.blocks.recognise``): the blocks in
     execution order (feature stride, input channels), the raw output and the last feature stage
-    (``attnlens.models.gradcam.feature_layer``)."""
+    (``attnlens.models.references.find_reference_layers``)."""
     channels: dict[str, int] = {}
 
     def record_channels(name: str, module: nn.Module, args: tuple) -> None:
@@ -544,7 +545,7 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
         return captured["output"]
 
     try:
-        feature_stage = feature_layer(model.module, run)
+        layers = find_reference_layers(model.module, run)
     except ValueError as error:  # a --block naming no module, or no kind
         if not str(error).startswith("block "):
             raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
@@ -574,7 +575,7 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
         infos.append(BlockInfo(id=key, type=record.type, feature_stride=max(1, round(width / record.heatmap.shape[-1])),
                                channels=channels.get(module_name, 0), class_name=block.class_name if block else "",
                                recognised=block.how if block else ""))
-    return infos, captured["output"], feature_stage
+    return infos, captured["output"], layers
 
 
 def load_trained_blocks(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -629,10 +630,7 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
                          blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module))
-    loaded.blocks, output, feature_stage = _probe(loaded, model.blocks or {})
-    loaded.gradcam_layer = model.gradcam_layer or built.gradcam_layer or feature_stage
-    if loaded.gradcam_layer not in dict(loaded.module.named_modules()) and loaded.gradcam_layer is not None:
-        raise ModelLoadError(f"{name} has no layer {loaded.gradcam_layer!r} for --gradcam-layer")
+    loaded.blocks, output, found_layers = _probe(loaded, model.blocks or {})
     classes = getattr(built.module, "nc", None)
     classes = classes if isinstance(classes, int) and classes > 0 else len(labels) if labels else None
     try:
@@ -640,6 +638,10 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
                                      classes, model.conf, model.iou, model.max_det)
     except OutputError as error:
         raise ModelLoadError(f"{name}: {error}") from error
+    loaded.reference_layers = model.reference_layers or built.reference_layers or found_layers.for_task(loaded.task)
+    missing = [layer for layer in loaded.reference_layers if layer not in dict(loaded.module.named_modules())]
+    if missing:
+        raise ModelLoadError(f"{name} has no layer {', '.join(map(repr, missing))} for --reference-layers")
     count = getattr(loaded.reader, "num_classes", 0)
     if not labels:
         loaded.labels = list(imagenet_labels()) if count == 1000 else [f"class {i}" for i in range(count)]

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-__all__ = ["EnvironmentModelOptions", "ModelOptions", "ModelSpec", "parse_named_blocks"]
+__all__ = ["EnvironmentModelOptions", "ModelOptions", "ModelSpec", "option_aliases", "parse_named_blocks"]
 
 
 class ModelOptions(BaseModel):
@@ -52,8 +52,12 @@ class ModelOptions(BaseModel):
     conf: float = Field(0.25, ge=0, le=1, description="detections: confidence threshold")
     iou: float = Field(0.45, ge=0, le=1, description="detections: IoU threshold of class-wise NMS")
     max_det: int = Field(100, ge=1, description="detections: at most this many per image")
-    gradcam_layer: str | None = Field(None, description="the layer Grad-CAM references are computed at (a qualified "
-                                      "module name, e.g. model.21; default: the model's last feature stage)")
+    reference_layers: Annotated[list[str] | None, NoDecode] = Field(
+        None, validation_alias=AliasChoices("reference_layers", "gradcam_layer", "ATTNLENS_REFERENCE_LAYERS",
+                                            "ATTNLENS_GRADCAM_LAYER"),
+        description="the layers reference maps (Grad-CAM, LayerCAM ...) are computed at, comma-separated qualified "
+        "module names, fused when several (default: a detector's head inputs, one per scale; a classifier's last "
+        "feature stage)", json_schema_extra={"aliases": ["--gradcam-layer"], "metavar": "A,B,..."})
     trust_checkpoint: bool = Field(False, description="allow loading a whole-model checkpoint, a pickle that runs "
                                    "code from the file when loaded (YOLO best.pt); only for files you trust")
     blocks: Annotated[dict[str, str] | None, NoDecode] = Field(
@@ -70,12 +74,28 @@ class ModelOptions(BaseModel):
             parse_normalize(value)
         return value
 
+    @field_validator("reference_layers", mode="before")
+    @classmethod
+    def _layer_list(cls, value: Any) -> list[str] | None:
+        """``"model.15,model.18"`` or a list -> the names (checked against the model when it loads)."""
+        if isinstance(value, str):
+            value = value.split(",")
+        names = [str(name).strip() for name in value or () if str(name).strip()]
+        return names or None
+
     @field_validator("blocks", mode="before")
     @classmethod
     def _named_blocks(cls, value: Any) -> dict[str, str] | None:
         """``{"model.9": "ca"}``, ``["model.9=ca", ...]`` or ``"model.9=ca,model.12=gc"`` -> a dict (the names and
         kinds are checked against the model when it loads)."""
         return parse_named_blocks(value)
+
+
+def option_aliases() -> dict[str, str]:
+    """The old names a models file may still give options by (``gradcam_layer``), to their names."""
+    return {alias: name for name, field in ModelOptions.model_fields.items()
+            if isinstance(field.validation_alias, AliasChoices)
+            for alias in field.validation_alias.choices if isinstance(alias, str) and alias.islower() and alias != name}
 
 
 class EnvironmentModelOptions(BaseSettings, ModelOptions):
@@ -101,7 +121,7 @@ class ModelSpec:
     normalize: str | None = None
     labels: list[str] | str | None = None
     task: str | None = None
-    gradcam_layer: str | None = None
+    reference_layers: list[str] | None = None  # the default layers of reference maps
     blocks_trained: bool | None = None  # known for the built-ins only (the default: its shipped trained blocks)
 
 

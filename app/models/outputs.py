@@ -67,14 +67,16 @@ class OutputReader(ABC):
     def read(self, output: Any) -> Any:
         """``classify``: probabilities ``(N, K)``; ``detect``: a ``Detections`` per image; ``maps``: None."""
 
-    def score(self, output: Any, predictions: Any, i: int, target: int) -> Tensor:
-        """The differentiable score of ``target`` in image ``i`` that Grad-CAM explains (``predictions``: what
-        ``read`` gave); ``TargetError`` if there is none."""
-        raise TargetError(f"task {self.task}: the output is not read, so there is no score for Grad-CAM to explain")
+    def score(self, output: Any, predictions: Any, i: int, target: int, kind: str = "class") -> Tensor:
+        """The differentiable score of ``target`` in image ``i`` that a reference map explains (``predictions``:
+        what ``read`` gave; ``kind``: of a detection, its ``class`` score, ``box`` coordinates or ``all``, both);
+        ``TargetError`` if there is none."""
+        raise TargetError(f"task {self.task}: the output is not read, so there is no score for a reference map to "
+                          f"explain (eigencam needs none)")
 
 
 class TargetError(ValueError):
-    """A Grad-CAM target the model's output does not have."""
+    """A reference map's target the model's output does not have."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,10 @@ class ClassReader(OutputReader):
         finite = torch.isfinite(logits)
         return logits.masked_fill(~finite, float("-inf")).softmax(dim=-1).masked_fill(~finite, float("nan"))
 
-    def score(self, output: Any, predictions: Tensor, i: int, target: int) -> Tensor:
+    def score(self, output: Any, predictions: Tensor, i: int, target: int, kind: str = "class") -> Tensor:
         """The logit of class ``target``."""
+        if kind != "class":
+            raise TargetError(f"target_kind {kind} is for detectors: a classifier's target is its class score")
         if not 0 <= target < self.num_classes:
             raise TargetError(f"target must be a class index from 0 to {self.num_classes - 1}, got {target}")
         return _primary(output)[i, target]
@@ -160,21 +164,24 @@ class BoxReader(OutputReader):
         order = order[: self.max_det]
         return Detections(boxes[order], scores[order], classes[order], keep.nonzero()[:, 0][order], dropped)
 
-    def score(self, output: Any, predictions: list[Detections], i: int, target: int) -> Tensor:
-        """The confidence of the detection ranked ``target`` in image ``i``, recomputed from the raw output."""
+    def score(self, output: Any, predictions: list[Detections], i: int, target: int, kind: str = "class") -> Tensor:
+        """Of the detection ranked ``target`` in image ``i``, recomputed from the raw output: its confidence
+        (``class``), the sum of its four box coordinates as the output gives them (``box``: xywh or xyxy, input
+        pixels), or both added (``all``), as the community YOLO heatmap scripts' ``backward_type``."""
         found = predictions[i]
         if not 0 <= target < len(found.rows):
             raise TargetError(f"target must be a detection's rank from 0 to {len(found.rows) - 1}, got {target}"
                               if len(found.rows) else "there is no detection above the confidence threshold to explain")
         row, cls = int(found.rows[target]), int(found.classes[target])
         if self.kind == "torchvision":
-            return output[i]["scores"][row]
-        y = _primary(output)
-        if self.kind == "ultralytics":
-            return y[i, 4 + cls, row]
-        if self.kind == "yolov5":
-            return y[i, row, 4] * y[i, row, 5 + cls]
-        return y[i, row, 4]  # end-to-end
+            confidence, box = output[i]["scores"][row], output[i]["boxes"][row]
+        else:
+            y = _primary(output)
+            rows = y[i].transpose(0, 1) if self.kind == "ultralytics" else y[i]  # (A, C)
+            box = rows[row, :4]
+            confidence = rows[row, 4 + cls] if self.kind == "ultralytics" else \
+                rows[row, 4] * rows[row, 5 + cls] if self.kind == "yolov5" else rows[row, 4]  # end-to-end
+        return confidence if kind == "class" else box.sum() if kind == "box" else confidence + box.sum()
 
 
 def _xywh_to_xyxy(boxes: Tensor) -> Tensor:

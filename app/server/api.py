@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from attnlens.analysis.options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
+from attnlens.models.references import METHODS, TARGET_KINDS
 
 from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription, ModelFailure, ModelList
 from .service import Served, Service
@@ -52,7 +53,8 @@ def describe(served: Served) -> ModelDescription:
                             output=model.reader.layout, note=model.note or None, input_size=model.input_size,
                             input={"size": recipe.size, "resize": recipe.resize, "normalize": recipe.normalize},
                             num_classes=model.num_classes, blocks_trained=model.blocks_trained,
-                            gradcam_layer=model.gradcam_layer, memory_mb=served.memory_mb,
+                            gradcam_layer=",".join(model.reference_layers) or None,
+                            reference_layers=model.reference_layers, memory_mb=served.memory_mb,
                             blocks=[vars(block) for block in model.blocks],
                             candidates=[vars(candidate) for candidate in
                                         (model.recognition.candidates if model.recognition else ())])
@@ -84,10 +86,16 @@ async def analyze(
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, TIFF or BMP)")],
     model: ModelName = None,
     include: Annotated[list[str], Query(description="extra content: values (raw heatmap values), maps (full "
-                                                    "maps), gradcam (a Grad-CAM reference map: costs a backward "
-                                                    "pass); repeat or comma-separate")] = [],  # noqa: B006
-    target: Annotated[int | None, Query(ge=0, description="Grad-CAM target: a class index (classifiers) or a "
-                                                          "rank in detections (detectors); default the top one")] = None,
+                                                    "maps), gradcam (the same as reference=gradcam); repeat or "
+                                                    "comma-separate")] = [],  # noqa: B006
+    reference: Annotated[str | None, Query(description="a reference map beside the blocks': " + ", ".join(METHODS) +
+                                           " (the first three cost a backward pass; eigencam needs none and has no "
+                                           "target), at the layers GET /api/v1/model names")] = None,
+    target: Annotated[int | None, Query(ge=0, description="what the reference explains: a class index (classifiers) "
+                                                          "or a rank in detections (detectors); default the top one")] = None,
+    target_kind: Annotated[str, Query(description="detectors: which score of the detection the reference explains: "
+                                                  + ", ".join(TARGET_KINDS) + " (class score, box coordinates, "
+                                                  "both)")] = "class",
     colormap: Annotated[str, Query(description="matplotlib colormap of the heatmap PNGs")] = DEFAULT_COLORMAP,
     size: Annotated[int | None, Query(ge=MIN_SIZE, le=MAX_SIZE,
                                       description="short side the image is resized to (default: model input)")] = None,
@@ -102,20 +110,22 @@ async def analyze(
         raise HTTPException(400, f"include must be among {', '.join(INCLUDE_CHOICES)}; got {', '.join(sorted(unknown))}")
     if format not in FORMATS:
         raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if "gradcam" in extras and reference not in (None, "gradcam"):
+        raise HTTPException(400, f"include=gradcam asks for reference=gradcam, but reference={reference} was given: "
+                                 f"give one of them")
     options = AnalyzeOptions(size=size, colormap=colormap, include_values="values" in extras,
-                             include_maps="maps" in extras, gradcam="gradcam" in extras, target=target)
+                             include_maps="maps" in extras, target=target, target_kind=target_kind,
+                             reference="gradcam" if "gradcam" in extras else reference)
     try:
         options.validate()
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
-    if target is not None and not options.gradcam:
-        raise HTTPException(400, "target chooses what Grad-CAM explains: give it with include=gradcam")
     with service.admission.slot(service.retry_after_s()):
         data = await file.read()
         decode_start = time.perf_counter()
         tensor, geometry = await run_in_threadpool(service.prepare, served, data, options)
         decode_ms = 1000 * (time.perf_counter() - decode_start)
-        key = (tuple(tensor.shape), object() if options.gradcam else None)  # Grad-CAM jobs run alone
+        key = (tuple(tensor.shape), object() if options.reference else None)  # reference jobs run alone
         analysis = await served.batcher.submit(key, (tensor, options, geometry, time.perf_counter()),
                                                service.settings.request_timeout_s)
     analysis.timings_ms = {"decode": decode_ms, **analysis.timings_ms}

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from attnlens import __version__
+from attnlens.models.references import METHODS
 
 # package data folders (installed as attnlens.static / attnlens.templates, also in editable installs)
 TEMPLATES = Jinja2Templates(directory=Path(str(resources.files("attnlens.templates"))))
@@ -25,7 +26,7 @@ pages = APIRouter(include_in_schema=False)
 def index(request: Request) -> HTMLResponse:
     service = request.app.state.service
     return TEMPLATES.TemplateResponse(request, "index.html", {"version": __version__, "model": service.get(None).model,
-                                                              "ready": service.ready})
+                                                              "ready": service.ready, "methods": METHODS.values()})
 
 
 @pages.get("/docs", response_class=HTMLResponse)

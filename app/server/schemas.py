@@ -47,7 +47,11 @@ class ModelDescription(BaseModel):
     blocks_trained: bool | None = Field(None, description="whether the blocks carry trained weights (false: "
                                         "initialisation, so their maps show untrained blocks); null where attnlens "
                                         "cannot know (a user's model or checkpoint)")
-    gradcam_layer: str | None = Field(description="the layer Grad-CAM references are computed at (include=gradcam)")
+    reference_layers: list[str] = Field(description="the layers reference maps are computed at (reference=...), "
+                                        "fused when several: a detector's head inputs, one per scale, or a "
+                                        "classifier's last stage (--reference-layers)")
+    gradcam_layer: str | None = Field(description="reference_layers comma-joined (v1's one layer; kept for its "
+                                      "clients)")
     memory_mb: float = Field(description="memory of the model's parameters and buffers on its device, MiB")
     blocks: list[BlockDescription] = Field(description="blocks in execution order")
     candidates: list[CandidateDescription] = Field(default_factory=list, description="modules seen but not read as "
@@ -111,14 +115,19 @@ class BlockResult(BaseModel):
 class ReferenceTarget(BaseModel):
     index: int = Field(description="class index explained")
     label: str
+    kind: Literal["class", "box", "all"] = Field(description="the score explained: the class score (classifiers: "
+                                                 "the logit), the detection's box coordinates, or both")
     rank: int | None = Field(None, description="detectors: the rank of the explained detection in detections")
 
 
 class Reference(BaseModel):
-    method: Literal["gradcam"]
-    layer: str = Field(description="the layer whose activations and gradients make the map")
-    target: ReferenceTarget
-    heatmap: Heatmap = Field(description="the Grad-CAM map over the model input, like a block's heatmap")
+    method: Literal["gradcam", "gradcam++", "layercam", "eigencam"]
+    layers: list[str] = Field(description="the layers whose activations (and gradients) make the map, fused when "
+                              "several")
+    layer: str = Field(description="layers, comma-joined (v1's one layer)")
+    target: ReferenceTarget | None = Field(None, description="what the map explains; absent for eigencam (no target)")
+    heatmap: Heatmap = Field(description="the reference map over the model input at the finest layer's grid, like "
+                             "a block's heatmap (several layers: each scaled to [0, 1], averaged, scaled again)")
 
 
 class AnalysisResult(BaseModel):
@@ -131,8 +140,8 @@ class AnalysisResult(BaseModel):
                                                "after class-wise NMS, best first")
     note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
-    reference: Reference | None = Field(None, description="with include=gradcam: the Grad-CAM reference map")
-    timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with Grad-CAM's "
+    reference: Reference | None = Field(None, description="with reference= (or include=gradcam): the reference map")
+    timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with a reference's "
                                          "backward pass when asked), heatmaps (the batch's summary maps), maps "
                                          "(rendering), total")
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from attnlens.analysis.engine import Engine
+from attnlens.analysis.engine import Engine, ReferenceRequest
 from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.options import AnalyzeOptions
 from attnlens.analysis.result import Analysis
@@ -155,13 +155,13 @@ class Service:
 
     @staticmethod
     def _run_batch(served: Served, jobs: list[tuple[Tensor, AnalyzeOptions, InputGeometry, float]]) -> list[Analysis]:
-        """Inference thread: one forward pass for the batch (with Grad-CAM when asked: such jobs come alone),
+        """Inference thread: one forward pass for the batch (with a reference map when asked: such jobs come alone),
         split into one ``Analysis`` per image; the requests render them on their own threads."""
         started = time.perf_counter()
-        gradcam = [options.target for _, options, _, _ in jobs] if jobs[0][1].gradcam else None
+        references = ReferenceRequest.of(jobs[0][1], len(jobs))
         engine = served.engine
         try:
-            result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), gradcam)
+            result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), references)
         except torch.cuda.OutOfMemoryError:  # a CUDA model's (a CPU one's is the model's failure, ModelRunError)
             torch.cuda.empty_cache()
             raise Overloaded("the GPU ran out of memory; try again or send a smaller image", 5) from None

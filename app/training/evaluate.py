@@ -26,7 +26,7 @@ from torch import Tensor
 from attnlens import blocks
 from attnlens.evaluation.measures import centre_map, mask_region, measure, to_image
 from attnlens.models import InputGeometry, LoadedModel
-from attnlens.models.gradcam import LayerActivation, grad_cam_map
+from attnlens.models.references import LayerActivations, gradients_of, reference_maps
 
 from .composites import SIZE, CompositeSet
 
@@ -36,11 +36,11 @@ COMPOSITE = InputGeometry(size=(SIZE, SIZE), content=(0, 0, SIZE, SIZE), image_s
 
 
 def grad_cam(model: LoadedModel, batch: Tensor) -> Tensor:
-    """Grad-CAM of the top-1 class at the model's Grad-CAM layer (Lite0: its last stage): ``(N, h, w)``."""
-    with LayerActivation(model.module, model.gradcam_layer).kept() as layer, torch.enable_grad():
+    """Grad-CAM of the top-1 class at the model's reference layer (Lite0: its last stage): ``(N, h, w)``."""
+    with LayerActivations(model.module, model.reference_layers).kept() as layers, torch.enable_grad():
         logits = model.forward(batch)
         score = logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
-        return grad_cam_map(layer.output, score)
+        return reference_maps("gradcam", layers.outputs, gradients_of(score, layers.outputs))
 
 
 def evaluate(trained: LoadedModel, untrained: LoadedModel, plain: LoadedModel, count: int = 200, seed: int = 1,

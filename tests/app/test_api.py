@@ -190,11 +190,11 @@ def test_out_of_memory_is_503_and_the_server_recovers(client, photos, monkeypatc
     real_run = engine.run
     calls = []
 
-    def run_once_out_of_memory(batch, gradcam=None):
+    def run_once_out_of_memory(batch, references=None):
         calls.append(1)
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_run(batch, gradcam)
+        return real_run(batch, references)
 
     monkeypatch.setattr(engine, "run", run_once_out_of_memory)
     response = post(client, photos["cat"])
@@ -208,9 +208,9 @@ def test_a_request_that_runs_too_long_is_cut_off(photos, monkeypatch):
         engine = client.app.state.service.get(None).engine
         real_run = engine.run
 
-        def slow_run(batch, gradcam=None):
+        def slow_run(batch, references=None):
             time.sleep(0.5)
-            return real_run(batch, gradcam)
+            return real_run(batch, references)
 
         monkeypatch.setattr(engine, "run", slow_run)
         response = post(client, photos["cat"])

@@ -43,7 +43,8 @@ def one_line(stderr: str) -> str:
     ("cpu_out_of_memory", [], "ran out of memory on this image: RuntimeError: out of memory on the CPU"),
     ("raises_base_exception", [], "Watchdog: frame took too long"),
     ("exits_in_forward", [], "SystemExit(3): its code called sys.exit"),
-    ("backward_fails", ["--gradcam"], "failed in Grad-CAM's backward pass: RuntimeError: this fork's custom op"),
+    ("backward_fails", ["--gradcam"], "failed in the reference map's backward pass: RuntimeError: this fork's "
+                                      "custom op"),
 ])
 def test_a_model_failing_on_the_image_is_one_line_naming_model_and_image(factory, extra, says):
     result = attnlens("analyze", PHOTO, "--model", f"{BROKEN}:{factory}", "--device", "cpu", "--json", *extra)
@@ -130,7 +131,7 @@ def test_torchscript_is_read_without_maps_and_meta_is_refused():
     assert len(report["predictions"]) == 5 and report["blocks"] == []
     assert "is a TorchScript module" in scripted.stderr and "Traceback" not in scripted.stderr
     gradcam = attnlens("analyze", PHOTO, "--model", f"{BROKEN}:scripted", "--device", "cpu", "--gradcam")
-    assert gradcam.returncode == 1 and "Grad-CAM" in gradcam.stderr and "TorchScript" in gradcam.stderr
+    assert gradcam.returncode == 1 and "no reference map can read" in gradcam.stderr and "TorchScript" in gradcam.stderr
     meta = attnlens("analyze", PHOTO, "--model", f"{BROKEN}:on_meta", "--device", "cpu")
     assert meta.returncode == 2 and "meta device" in one_line(meta.stderr)
 

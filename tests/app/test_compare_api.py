@@ -19,7 +19,7 @@ import attnlens
 from attnlens.analysis.engine import Engine
 from attnlens.models import ModelLoadError, ModelSpec, load_model
 from attnlens.models.catalog import read_models_file
-from attnlens.models.gradcam import feature_layer
+from attnlens.models.references import find_reference_layers
 from attnlens.server import Settings, create_app
 from tests.app.conftest import CAT_CLASSES, DATA
 from tests.app.test_evaluate import reference_grad_cam
@@ -90,12 +90,12 @@ def test_grad_cam_reference_of_the_default_model_matches_a_written_out_one(clien
                                atol=1e-4 * float(expected.max()))
     assert reference["heatmap"]["shape"] == list(expected.shape) and reference["heatmap"]["range"][1] > 0
     chosen = post(client, photos["cat"], include="gradcam", target=967).json()["reference"]["target"]
-    assert chosen == {"index": 967, "label": "espresso"}
+    assert chosen == {"index": 967, "label": "espresso", "kind": "class"}
     assert "reference" not in post(client, photos["cat"]).json()  # only when asked
 
 
 @pytest.mark.parametrize("params, detail", [({"include": "gradcam", "target": 1000}, "class index from 0 to 999"),
-                                            ({"target": 3}, "with include=gradcam"),
+                                            ({"target": 3}, "give them with a reference"),
                                             ({"format": "csv"}, "format must be")])
 def test_reference_and_format_mistakes_are_400(client, photos, params, detail):
     response = post(client, photos["cat"], **params)
@@ -172,7 +172,7 @@ class ScoredDetector(nn.Module):
 
 def test_grad_cam_of_a_detection_by_hand():
     model = load_model(ModelSpec(ScoredDetector(), 64, "letterbox", "none"), device="cpu", conf=0.0)
-    assert model.task == "detect" and model.gradcam_layer == "stage"
+    assert model.task == "detect" and model.reference_layers == ["stage"]
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     result = attnlens.analyze(model, image, gradcam=True)
     detections = result.report()["detections"]
@@ -204,12 +204,12 @@ def test_the_feature_stage_is_found_by_structure():
 
     resnet = torchvision.models.resnet18(weights=None).eval()
     with torch.no_grad():
-        assert feature_layer(resnet, lambda: resnet(torch.zeros(1, 3, 64, 64))) == "layer4"
+        assert find_reference_layers(resnet, lambda: resnet(torch.zeros(1, 3, 64, 64))).stage == "layer4"
     from tests.app.yolo_models import YoloDetector
 
     detector = YoloDetector("v8").eval()
     with torch.no_grad():
-        assert feature_layer(detector, lambda: detector(torch.zeros(1, 3, 64, 64))) == "model.dcn"
+        assert find_reference_layers(detector, lambda: detector(torch.zeros(1, 3, 64, 64))).stage == "model.dcn"
 
 
 # --- the Python entry point and the CLI ------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_cli_gradcam_out_writes_npz_and_the_reference_overlay(tmp_path):
     assert (tmp_path / "chelsea" / "reference.gradcam.png").is_file() and (tmp_path / "figure.png").is_file()
     refused = subprocess.run([sys.executable, "-m", "attnlens", "analyze", str(DATA / "chelsea.jpg"), "--target", "3"],
                              capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--gradcam" in refused.stderr
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "give them with a reference" in refused.stderr
 
 
 @pytest.mark.parametrize("text, message", [

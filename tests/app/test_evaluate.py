@@ -80,7 +80,7 @@ def test_grad_cam_by_hand():
     """Logit k = sum_c W[k, c] mean(A_c), so dlogit/dA_c = W[k, c] / 4 at every one of the 4 positions and
     CAM = ReLU(sum_c W[k, c] / 4 * A_c) for the top class k."""
     module = TinyNet([[1.0, -1.0], [0.2, 0.2]])
-    model = SimpleNamespace(module=module, device=torch.device("cpu"), gradcam_layer="_blocks.0",
+    model = SimpleNamespace(module=module, device=torch.device("cpu"), reference_layers=["_blocks.0"],
                             forward=lambda x: module(x))
     batch = torch.tensor([
         [[[4.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]],  # logits (0.5, 0.3): class 0, CAM (A0 - A1) / 4

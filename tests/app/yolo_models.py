@@ -88,6 +88,91 @@ class FeaturesOnly(nn.Module):
         return {"p3": p3, "p4": p4}
 
 
+class CrowdDetector(YoloDetector):
+    """A crowded image's answer: 90 boxes apart on a 10 x 9 grid of the input, class 0, scores falling from 0.95
+    to 0.33 (all above the threshold, none suppressed)."""
+
+    count = 90
+
+    def forward(self, x):
+        feats = self.model(x)
+        n, _, h, w = x.shape
+        k = torch.arange(self.count, dtype=torch.float32)
+        rows = torch.zeros(n, self.count, 4 + self.nc)
+        rows[:, :, 0], rows[:, :, 1] = (k % 10 + 0.5) * w / 10, (k // 10 + 0.5) * h / 9
+        rows[:, :, 2], rows[:, :, 3] = 0.6 * w / 10, 0.6 * h / 9
+        rows[:, :, 4] = 0.95 - 0.007 * k
+        return rows.transpose(1, 2), feats
+
+
+class Conv(nn.Module):
+    """ultralytics' ``Conv``: convolution and SiLU (no batch norm here)."""
+
+    def __init__(self, c1, c2, k=3, s=1):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2)
+
+    def forward(self, x):
+        return nn.functional.silu(self.conv(x))
+
+
+class MultiScaleDetect(nn.Module):
+    """ultralytics' ``Detect`` as forks write it: per scale a box branch (``cv2``) and a class branch (``cv3``),
+    the input list overwritten in place; answers ``(y, x)``, ``y`` ``(N, 4 + nc, A)`` xywh in input pixels and
+    sigmoid class scores, computed from the features (gradients reach every scale's input)."""
+
+    def __init__(self, nc, channels, strides):
+        super().__init__()
+        self.nc, self.strides = nc, strides
+        self.cv2 = nn.ModuleList(nn.Sequential(Conv(c, 8), nn.Conv2d(8, 4, 1)) for c in channels)
+        self.cv3 = nn.ModuleList(nn.Sequential(Conv(c, 8), nn.Conv2d(8, nc, 1)) for c in channels)
+
+    def forward(self, x):
+        rows = []
+        for i, stride in enumerate(self.strides):
+            x[i] = torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1)
+            h, w = x[i].shape[-2:]
+            ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            box = x[i][:, :4]
+            centre_x = (xs + 0.5 + torch.tanh(box[:, 0])) * stride
+            centre_y = (ys + 0.5 + torch.tanh(box[:, 1])) * stride
+            size = 4 * stride * torch.sigmoid(box[:, 2:4])
+            scores = torch.sigmoid(x[i][:, 4:])
+            rows.append(torch.cat([centre_x[:, None], centre_y[:, None], size, scores], 1).flatten(2))
+        return torch.cat(rows, 2), x
+
+
+class TupleHeadYolo(nn.Module):
+    """A YOLO fork whose model wraps the head's answer in a tuple, ``((y, x),)``: layers in ``model`` as
+    ultralytics numbers them (0 stem, 1 stride 4, 2 = P3 stride 8, 3 = P4 stride 16 with a CA block, 4 = P5
+    stride 32, 5 the head taking [P3, P4, P5])."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = nn.ModuleList([
+            Conv(3, 8, 3, 2), Conv(8, 16, 3, 2), Conv(16, 16, 3, 2),
+            nn.Sequential(Conv(16, 24, 3, 2), OfficialCoordAtt(24, 24)), Conv(24, 32, 3, 2),
+            MultiScaleDetect(len(NAMES), (16, 24, 32), (8, 16, 32))])
+        self.names = dict(NAMES)
+        self.nc = len(NAMES)
+
+    def forward(self, x):
+        m = self.model
+        p3 = m[2](m[1](m[0](x)))
+        p4 = m[3](p3)
+        p5 = m[4](p4)
+        return (m[5]([p3, p4, p5]),)
+
+
+def tuple_head():
+    return TupleHeadYolo()
+
+
+def crowd():
+    return CrowdDetector()
+
+
 def v8():
     return YoloDetector("v8")
 

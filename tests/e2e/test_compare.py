@@ -72,7 +72,7 @@ def test_two_models_side_by_side_with_differences_echoed_clicks_and_gradcam(brow
         expect(page.locator("#model-line")).to_contain_text(f"Compared with {untrained}")
         expect(page.locator("#status.done")).to_contain_text("chelsea.jpg: A ", timeout=SLOW)
         expect(page.locator(".card[data-type=diff]")).to_have_count(len(kinds))
-        assert page.locator(".card[data-type=gradcam]").count() == 0  # Grad-CAM is off by default
+        assert page.locator(".card[data-type=reference]").count() == 0  # no reference by default
         expect(page.locator("#answer-b .answer-model")).to_have_text(f"B · {untrained}")
         reports = {response.json()["model"]: response.json() for response in analyses if response.ok}
         blocks = {side: {b["type"]: b for b in reports[name]["blocks"]} for side, name in (("A", trained),
@@ -124,15 +124,15 @@ def test_two_models_side_by_side_with_differences_echoed_clicks_and_gradcam(brow
         assert dcn_a.get_attribute("data-sampling-centre") == dcn_b.get_attribute("data-sampling-centre")
 
         # the Grad-CAM reference: a card per side and their difference
-        page.check("#gradcam")
-        expect(page.locator(".card[data-type=gradcam]")).to_have_count(2, timeout=SLOW)
+        page.select_option("#reference", "gradcam")
+        expect(page.locator(".card[data-type=reference]")).to_have_count(2, timeout=SLOW)
         expect(page.locator("#status.done")).to_contain_text("chelsea.jpg: A ", timeout=SLOW)
-        assert all("include=values%2Cmaps%2Cgradcam" in response.url for response in analyses[-2:])
+        assert all("reference=gradcam" in response.url for response in analyses[-2:])
         for side in "AB":
-            card = page.locator(f".card[data-side={side}][data-type=gradcam]")
+            card = page.locator(f".card[data-side={side}][data-type=reference]")
             assert card.locator(".card-title").inner_text().startswith(f"{side} · Grad-CAM reference (layer ")
             assert "target" in card.locator(".card-title").inner_text() and drawn(page, card)
-        reference = page.locator(".card[data-type=diff][data-kind=gradcam]")
+        reference = page.locator(".card[data-type=diff][data-kind=reference]")
         assert drawn(page, reference) and reference.locator(".scale").inner_text() != ""
 
         acmix_a.scroll_into_view_if_needed()
