@@ -908,6 +908,7 @@ function showAnswer(report, side, model, compare) {
   $(".answer-title", root).textContent = titles[report.task];
   $(".note", root).textContent = report.note || "";
   const list = $(".predictions", root);
+  list.classList.toggle("detect", report.task === "detect");
   if (report.task === "classify") {
     list.replaceChildren(...report.predictions.map((p) => scoreItem(p.label, p.score)));
     $(".more-detections", root).hidden = true;

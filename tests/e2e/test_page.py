@@ -10,6 +10,8 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import DATA, SHOTS, docs_operations_rendered, guarded_page
 from tests.serving import running_server
 
+SLOW = 120_000  # ms: an analysis on a small CPU machine
+
 
 @pytest.fixture(scope="module")
 def base_url():
@@ -101,6 +103,19 @@ def test_samples_drop_and_paste(page):
     assert page.problems == [] and page.off_loopback == []
 
 
+def test_the_predictions_fit_a_phone(page):
+    """At 390 px (a phone) the page scrolls only down: the predictions, controls and cards fit its width."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_input_files("#file-input", str(DATA / "chelsea.jpg"))
+    page.wait_for_selector(".card[data-type=gc]")
+    page.wait_for_timeout(300)  # the cards redraw on resize
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    label = page.locator("#predictions li .label").first.bounding_box()
+    assert label["x"] + label["width"] <= 390
+    page.screenshot(path=str(SHOTS / "page-phone.png"), full_page=True)
+    assert page.problems == [] and page.off_loopback == []
+
+
 def test_server_errors_are_explained(page, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
@@ -165,4 +180,71 @@ def test_a_model_without_blocks_says_how_to_name_one(browser):
         page.set_input_files("#file-input", str(DATA / "chelsea.jpg"))
         expect(page.locator("#answer-a .note")).to_contain_text("--block MODULE=KIND")
         assert page.locator(".card").count() == 0
+        assert page.problems == [] and page.off_loopback == []
+
+
+def canvas_pixel(page, card, x, y):
+    return page.evaluate("([c, x, y]) => Array.from(c.querySelector('canvas.view').getContext('2d')"
+                         ".getImageData(x, y, 1, 1).data)", [card.element_handle(), x, y])
+
+
+def test_a_crowded_detector_page_stays_legible(browser, tmp_path):
+    """90 detections: ten listed (then "show all", in a bounded list), the best 5 drawn on the cards, a hovered
+    one alone and red, a clicked one alone; the page about as tall as with one detection, and no wider than a
+    390 px phone."""
+    from PIL import Image, ImageDraw
+
+    image = Image.open(DATA / "chelsea.jpg").convert("RGB").resize((640, 640))
+    ImageDraw.Draw(image).rectangle((200, 100, 259, 149), fill=(255, 255, 255))  # the one detector's square
+    upload = tmp_path / "square.png"
+    image.save(upload)
+    models = tmp_path / "models.toml"
+    table = '[[models]]\nname = "{}"\nmodel = "tests.app.yolo_models:{}"\ninput_size = 640\nresize = "letterbox"\n' \
+            'normalize = "none"\n\n'
+    models.write_text(table.format("one", "v8") + table.format("crowd", "crowd"))
+    with running_server(ATTNLENS_MODELS=str(models)) as (base, _), guarded_page(browser, base) as page:
+        page.wait_for_selector("body[data-ready=true]")
+        page.set_input_files("#file-input", str(upload))
+        expect(page.locator("#status.done")).to_contain_text("1 detection", timeout=SLOW)
+        single = page.evaluate("document.documentElement.scrollHeight")
+        page.select_option("#model", "crowd")
+        expect(page.locator("#status.done")).to_contain_text("90 detections", timeout=SLOW)
+        crowded = page.evaluate("document.documentElement.scrollHeight")
+        assert crowded <= 1.15 * single, (crowded, single)
+        items = page.locator("#predictions li")
+        expect(items).to_have_count(10)
+        more = page.locator("#answer-a .more-detections")
+        expect(more).to_have_text("show all 90")
+        cards = page.locator(".card")
+        assert cards.count() == 3
+        for i in range(cards.count()):
+            assert cards.nth(i).get_attribute("data-drawn") == "0,1,2,3,4"  # the best few
+            assert len(json.loads(cards.nth(i).get_attribute("data-boxes"))) == 90
+        card = cards.nth(0)
+        boxes = json.loads(card.get_attribute("data-boxes"))
+        items.nth(7).hover()
+        expect(card).to_have_attribute("data-drawn", "7")
+        x, y, w, h = boxes[7]
+        red = canvas_pixel(page, card, x, y + h // 2)
+        assert red[0] > 180 and red[0] - red[1] > 80  # the hovered box, red
+        page.mouse.move(1, 1)
+        expect(card).to_have_attribute("data-drawn", "0,1,2,3,4")
+        page.locator("#answer-a .detection").nth(3).click()
+        expect(card).to_have_attribute("data-drawn", "3")
+        page.select_option("#boxes", "all")
+        assert len(card.get_attribute("data-drawn").split(",")) == 90
+        more.click()
+        expect(items).to_have_count(90)
+        expect(more).to_have_text("show the first 10")
+        listed = page.locator("#predictions").bounding_box()
+        assert listed["height"] <= 18 * 16 + 2  # a scrolling list, not a 90-row page
+        page.select_option("#reference", "eigencam")  # no target: the detector's scores need no gradients
+        expect(page.locator(".card[data-type=reference]")).to_have_count(1, timeout=SLOW)
+        assert page.locator("#target-kind-pick").is_hidden()
+        assert "EigenCAM reference" in page.locator(".card[data-type=reference] .card-title").inner_text()
+        page.screenshot(path=str(SHOTS / "page-crowded.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(300)  # the cards redraw on resize
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(SHOTS / "page-crowded-phone.png"), full_page=True)
         assert page.problems == [] and page.off_loopback == []
