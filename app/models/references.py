@@ -14,7 +14,8 @@ as pytorch-grad-cam defines it:
 
 At one layer a map is in the layer's units. At several (a detector's head inputs, one per scale) each layer's
 map is scaled to [0, 1] (its minimum to 0, maximum to 1), brought to the finest layer's grid (bilinear), and
-the mean of them is scaled to [0, 1] again, as pytorch-grad-cam fuses the layers of LayerCAM and the others.
+the mean of them is scaled to [0, 1] again, as pytorch-grad-cam fuses the layers of LayerCAM and the others
+(without its 1e-7 in the scaling's denominator: ``_unit``).
 
 Layers (``find_reference_layers``): for detectors the inputs of the detection head, for classifiers the last
 feature stage; never a layer inside the output head. Hooks live only inside ``LayerActivations.kept``.
@@ -34,7 +35,7 @@ __all__ = ["METHODS", "TARGET_KINDS", "LayerActivations", "Method", "ReferenceLa
            "fuse", "gradients_of", "layer_output", "reference_maps"]
 
 TARGET_KINDS = ("class", "box", "all")  # what of a detection the gradient methods explain: its class score, box, both
-EPSILON = 1e-7  # pytorch-grad-cam's, in Grad-CAM++'s weights and in the scaling to [0, 1]
+EPSILON = 1e-7  # pytorch-grad-cam's, in Grad-CAM++'s weights
 
 
 def _grad_cam(activations: Tensor, gradients: Tensor) -> Tensor:
@@ -108,10 +109,12 @@ def fuse(maps: Sequence[Tensor]) -> Tensor:
 
 
 def _unit(maps: Tensor) -> Tensor:
-    """Each map of ``(N, h, w)`` scaled to [0, 1]: minimum to 0, maximum to 1 (pytorch-grad-cam's scaling)."""
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    shifted = maps - low
-    return shifted / (shifted.amax(dim=(1, 2), keepdim=True) + EPSILON)
+    """Each map of ``(N, h, w)`` scaled to [0, 1]: minimum to 0, maximum to 1 (0 everywhere for a flat map).
+    pytorch-grad-cam divides by the maximum + 1e-7 instead, which flattens maps whose values are all below ~1e-6
+    (a real YOLOv8n with random weights: Grad-CAM's fused maximum came out 0.0002): here the maximum alone."""
+    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
+    top = shifted.amax(dim=(1, 2), keepdim=True)
+    return torch.where(top > 0, shifted / top.clamp_min(torch.finfo(shifted.dtype).tiny), torch.zeros_like(shifted))
 
 
 def gradients_of(score: Tensor, activations: Sequence[Tensor]) -> list[Tensor]:

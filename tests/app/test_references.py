@@ -70,11 +70,11 @@ WRITTEN = {"gradcam": written_grad_cam, "gradcam++": written_grad_cam_plus_plus,
 
 
 def written_fusion(maps: list[np.ndarray]) -> np.ndarray:
-    """pytorch-grad-cam's: each map to [0, 1] (minus its minimum, over its maximum + eps), on the finest grid
-    (bilinear, pixel centres), averaged, to [0, 1] again."""
+    """pytorch-grad-cam's: each map to [0, 1] (minus its minimum, over its maximum: without pytorch-grad-cam's
+    + 1e-7 there), on the finest grid (bilinear, pixel centres), averaged, to [0, 1] again."""
     def unit(m):
         m = m - m.min()
-        return m / (m.max() + EPSILON)
+        return m / m.max() if m.max() > 0 else m
 
     if len(maps) == 1:
         return maps[0]
@@ -207,6 +207,16 @@ def test_each_method_on_a_detector_matches_its_written_out_definition(detector, 
                                     "rank": rank}
 
 
+def test_tiny_maps_are_scaled_too():
+    """Gradients far below 1e-6 (a model far from its data) still fuse to a map that spans [0, 1]."""
+    from attnlens.models.references import fuse
+
+    tiny = [torch.tensor([[[0.0, 1e-12], [2e-12, 4e-12]]]), torch.tensor([[[3e-13]]]).expand(1, 1, 1)]
+    fused = fuse(tiny)
+    assert fused.max() == pytest.approx(1.0) and fused.min() == 0
+    assert fuse([torch.zeros(1, 2, 2), torch.zeros(1, 1, 1)]).abs().max() == 0  # flat stays flat, no NaN
+
+
 def test_each_layer_gets_the_gradient_through_the_later_ones(detector, image):
     """The graph starts at the first reference layer, and the later ones stay in it: P3's gradient is the whole
     of it (through P4 and P5 too), as plain ``backward`` gives it (the test above compares the fused map; here P3
@@ -298,7 +308,8 @@ def test_the_figure_draws_the_best_few_boxes_and_says_how_many_more(image):
 
 def test_eval_scores_several_references_from_one_pass(tmp_path):
     """Every method asked is scored beside the blocks; one pass serves them all, so each scores as when asked
-    alone (to float precision: the pass with gradients runs other kernels); a maps-only model gets EigenCAM (no target needed) but no gradient method."""
+    alone (to float precision: the pass with gradients runs other kernels); a maps-only model gets EigenCAM (no
+    target needed) but no gradient method."""
     from tests.app.labelled_data import write_dataset
 
     yaml, _ = write_dataset(tmp_path / "data")

@@ -53,3 +53,38 @@ def test_real_yolov8n_checkpoint_with_coordatt(tmp_path):
         assert detection["label"] in ("cat", "dog")
     (block,) = report["blocks"]
     assert block["type"] == "ca" and block["id"] == "model.9.1"
+
+
+class TupleWrapped(torch.nn.Module):
+    """A fork's wrapper that hands the DetectionModel's answer on inside a tuple."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.names = model.names
+
+    def forward(self, x):
+        return (self.model(x),)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_real_yolov8n_references_at_the_detect_heads_inputs(wrapped):
+    """The default reference layers are what ultralytics' Detect takes (layers 15, 18, 21: P3, P4, P5), also with
+    the answer wrapped in a tuple; every method gives a map on the stride-8 grid spanning [0, 1]."""
+    from attnlens.analysis.options import AnalyzeOptions
+    from attnlens.models.references import METHODS
+
+    model = yolov8n_with_coordatt()
+    module = TupleWrapped(model) if wrapped else model
+    loaded = load_model(module, device="cpu", input_size=320, resize="letterbox", normalize="none", conf=0.0,
+                        max_det=10)
+    prefix = "model.model." if wrapped else "model."
+    assert loaded.reference_layers == [f"{prefix}15", f"{prefix}18", f"{prefix}21"]
+    image = Image.open(DATA / "chelsea.jpg").convert("RGB")
+    for method in METHODS:
+        report = Engine(loaded).analyze(image, AnalyzeOptions(reference=method, include_values=True))
+        reference, size = report["reference"], report["input"]
+        values = torch.tensor(reference["heatmap"]["values"])
+        assert reference["layers"] == loaded.reference_layers
+        assert tuple(values.shape) == (size["height"] // 8, size["width"] // 8)  # P3's grid, the finest
+        assert values.min() == 0 and values.max() == pytest.approx(1.0, abs=1e-5), method
