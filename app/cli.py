@@ -510,7 +510,7 @@ def list_blocks(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": model.name, "blocks": [vars(block) for block in model.blocks],
                           "candidates": [vars(candidate) for candidate in candidates], "note": model.note or None,
-                          "warnings": model.warnings}), file=answers)
+                          "reference_layers": model.reference_layers, "warnings": model.warnings}), file=answers)
         return 0
     _warn(model)
     print(f"{model.name}: {len(model.blocks)} block record{'s' * (len(model.blocks) != 1)} in one pass")
@@ -523,6 +523,7 @@ def list_blocks(args: argparse.Namespace) -> int:
             print(f"  {candidate.id:28} {candidate.class_name:22} {candidate.why}")
     if not model.blocks:
         print(f"note: {model.note}")
+    print(f"reference maps at: {', '.join(model.reference_layers) or 'no layer (name some with --reference-layers)'}")
     return 0
 
 

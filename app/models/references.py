@@ -60,8 +60,16 @@ def _eigen_cam(activations: Tensor, gradients: Tensor | None = None) -> Tensor:
     n, c, h, w = activations.shape
     samples = torch.nan_to_num(activations).flatten(2).transpose(1, 2)  # (N, h*w, C): positions as samples
     centred = samples - samples.mean(dim=1, keepdim=True)
-    _, _, components = torch.linalg.svd(centred, full_matrices=False)  # rows of (N, k, C): the components
-    projection = (centred @ components[:, 0, :, None])[..., 0]  # (N, h*w)
+    # X v for the first right singular vector v of the centred X, from the top eigenpair of its smaller Gram
+    # matrix (float64): X^T X (C x C) gives v; X X^T (h*w square) gives u with X v = sqrt(lambda) u
+    wide = centred.double()
+    if h * w < c:
+        pairs = torch.linalg.eigh(wide @ wide.transpose(1, 2))
+        projection = pairs.eigenvectors[..., -1] * pairs.eigenvalues[..., -1:].clamp_min(0).sqrt()
+    else:
+        component = torch.linalg.eigh(wide.transpose(1, 2) @ wide).eigenvectors[..., -1]  # (N, C)
+        projection = (wide @ component[..., None])[..., 0]
+    projection = projection.to(centred.dtype)  # (N, h*w)
     strength = samples.sum(dim=2)
     agreement = ((projection - projection.mean(1, keepdim=True)) * (strength - strength.mean(1, keepdim=True))).sum(1)
     projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]

@@ -328,3 +328,32 @@ def test_eval_scores_several_references_from_one_pass(tmp_path):
                 if row["map"].startswith("reference/")]
     with pytest.raises(ValueError, match="reference must be none or among"):
         attnlens.evaluate(models, yaml, reference="gradcam,scorecam", workers=0)
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+def test_the_cli_takes_methods_layers_targets_and_figure_boxes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from attnlens.cli import REFERENCE_METHODS
+
+    assert REFERENCE_METHODS == tuple(METHODS)  # the CLI's list, kept without importing torch for --help
+
+    def attnlens_cli(*args):
+        return subprocess.run([sys.executable, "-m", "attnlens", "analyze", "tests/data/chelsea.jpg", "--device", "cpu",
+                               "--input-size", "64", "--resize", "letterbox", "--normalize", "none", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    named = attnlens_cli("--model", "tests.app.yolo_models:tuple_head", "--gradcam-layer", "model.3,model.4",
+                         "--reference", "gradcam++", "--target", "1", "--target-kind", "all", "--json")
+    assert named.returncode == 0, named.stderr
+    reference = json.loads(named.stdout)["reference"]
+    assert reference["layers"] == ["model.3", "model.4"] and reference["method"] == "gradcam++"
+    assert reference["target"]["rank"] == 1 and reference["target"]["kind"] == "all"
+    figure = tmp_path / "crowd.png"
+    drawn = attnlens_cli("--model", "tests.app.yolo_models:crowd", "--figure", str(figure), "--figure-boxes", "3")
+    assert drawn.returncode == 0 and figure.stat().st_size > 10_000, drawn.stderr
+    both = attnlens_cli("--model", "tests.app.yolo_models:tuple_head", "--gradcam", "--reference", "eigencam")
+    assert both.returncode == 2 and both.stderr.count("\n") == 1 and "give one" in both.stderr
