@@ -68,6 +68,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _unidentified(data: bytes) -> ImageError:
+    """What to say of bytes PIL does not identify: a corrupt file of a format we read, or not an image we read."""
+    if declared := _signature(data):
+        return UndecodableImage(f"cannot decode the image: a corrupt or truncated {declared} file")
+    return UnsupportedImage(f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``data`` to an upright RGB image; raises ``UnsupportedImage``, ``UndecodableImage`` or
     ``ImageTooLarge``."""
@@ -77,14 +84,14 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        except UnidentifiedImageError:
-            if declared := _signature(data):
-                raise UndecodableImage(f"cannot decode the image: a corrupt or truncated {declared} file") from None
-            raise UnsupportedImage(f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageTooLarge(f"image has too many pixels: {error}") from None
+        except UnidentifiedImageError:
+            raise _unidentified(data) from None
         except (OSError, ValueError, SyntaxError) as error:
             raise UndecodableImage(f"cannot decode the image: {error}") from None
+        except Exception:  # noqa: BLE001 - Image.open patched by a library the model imported (ultralytics, for HEIC,
+            raise _unidentified(data) from None  # raises ModuleNotFoundError: pi_heif where PIL says unidentified)
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLarge(f"image has {width}x{height} = {width * height} pixels, more than {max_pixels}")

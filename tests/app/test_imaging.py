@@ -62,6 +62,27 @@ def test_not_images(data, error_class):
     assert error.value.detail
 
 
+def test_an_image_open_patched_by_a_library_still_says_not_an_image(monkeypatch):
+    """ultralytics (imported by a YOLO checkpoint) patches ``Image.open`` for HEIC: where PIL says unidentified, it
+    raises ModuleNotFoundError (no pi_heif). A text upload is still not an image, and a cut JPEG still corrupt."""
+    from PIL import UnidentifiedImageError
+
+    real_open = Image.open
+
+    def patched_open(*args, **kwargs):
+        try:
+            return real_open(*args, **kwargs)
+        except UnidentifiedImageError:
+            raise ModuleNotFoundError("No module named 'pi_heif'") from None
+
+    monkeypatch.setattr(Image, "open", patched_open)
+    with pytest.raises(UnsupportedImage, match="not an image"):
+        decode_image(b"hello, I am text")
+    with pytest.raises(UndecodableImage, match="corrupt or truncated"):
+        decode_image(b"\xff\xd8\xff\xe0" + bytes(20))
+    assert decode_image(encode(Image.new("RGB", (8, 6)), "PNG")).size == (8, 6)
+
+
 def test_truncated_image_is_400():
     data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
     with pytest.raises(UndecodableImage):
