@@ -1,7 +1,8 @@
 """attnlens: see what CNN plug-in blocks (ACmix, GC, CA, SPD, DCN) attend to.
 
 Areas, with data flowing one way (nothing imports ``server``):
-``server`` -> ``analysis`` -> ``models`` -> ``blocks``; ``training`` -> ``models``, ``blocks``; ``cli`` on top.
+``server`` -> ``analysis`` -> ``models`` -> ``blocks``; ``evaluation`` -> ``analysis``; ``server`` -> ``evaluation``
+(the datasets it serves); ``training`` -> ``evaluation``, ``models``, ``blocks``; ``cli`` on top.
 
 In a notebook::
 

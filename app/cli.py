@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue-size", type=int, default=None, help="requests admitted at once; more get 503 (default 16)")
     serve.add_argument("--max-batch", type=int, default=None, help="images per forward pass (default: 8 on CUDA, 4 on CPU)")
     serve.add_argument("--log-level", default=None, help="debug, info, warning ... (default info)")
+    serve.add_argument("--data", type=Path, default=None, metavar="DATA",
+                       help="a labelled dataset to browse in the page (YOLO data.yaml or COCO JSON); [[datasets]] "
+                            "tables of a models file add more")
+    serve.add_argument("--data-images", type=Path, default=None, help="COCO: the folder of the images")
+    serve.add_argument("--data-split", default=None, help="YOLO: the split to browse (default val)")
+    serve.add_argument("--eval-results", type=Path, default=None, metavar="DIR",
+                       help="an attnlens eval --out folder: sort the dataset's images by each map's scores")
     serve.add_argument("--models", type=Path, default=None, metavar="FILE.toml",
                        help="serve several models: [[models]] tables with a name and the model options below "
                             "(default: the default model and the same with untrained blocks, or the one --model)")
@@ -337,9 +344,11 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"attnlens: bad settings: {_one_line(error)}", file=sys.stderr)
         return 2
+    from .evaluation import DataError
+
     try:
         failure = run_server(settings)
-    except ModelLoadError as error:
+    except (ModelLoadError, DataError) as error:
         print(f"attnlens: {error}", file=sys.stderr)
         return 2
     if failure:

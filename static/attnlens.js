@@ -10,6 +10,8 @@ const MAX_VIEW = 520; // largest drawn image side, in CSS pixels
 const SIDES = ["A", "B"];
 const LISTED = 10; // detections listed before "show all"
 const FEW = 5; // detections drawn on the cards when none is selected
+// a served dataset's boxes, in colours apart from the heatmaps' colormaps: true positive, false positive, missed
+const MATCH_COLOURS = { tp: "#00e5ff", fp: "#ff3df2", missed: "#ffffff" };
 
 const state = {
   models: [], // GET /api/v1/models (or the one of GET /api/v1/model)
@@ -222,7 +224,9 @@ class Card {
     this.overlay(context);
     const detections = this.detections();
     const drawn = drawnIn(this.side, detections.length);
-    drawDetections(context, this.view, detections, drawn, chosenIn(this.side));
+    const truth = this.side === null ? null : this.report.ground_truth;
+    if (truth) this.element.dataset.groundTruth = JSON.stringify(drawGroundTruth(context, this.view, truth));
+    drawDetections(context, this.view, detections, drawn, chosenIn(this.side), truth);
     const boxes = detections.map((d) => this.view.imageBox(d.box).map((v) => Math.round(v)));
     this.element.dataset.boxes = JSON.stringify(boxes); // every detection's box on this canvas, drawn or not
     this.element.dataset.drawn = drawn.join(",");
@@ -334,15 +338,35 @@ function matchedIn(side, chosen) {
   return best >= 0.3 ? overlaps.indexOf(best) : null;
 }
 
-// detections (boxes in original-image pixels) over a card's image: those drawn, the chosen one thicker, red
-function drawDetections(context, view, detections, drawn, chosen) {
+// a served dataset's labelled boxes: the missed ones (no detection matched) white and dashed, the found ones
+// thin white; returns each box on the canvas with its status
+function drawGroundTruth(context, view, truth) {
+  context.save();
+  const placed = truth.map((g) => {
+    const [x, y, w, h] = view.imageBox(g.box);
+    const missed = g.status === "missed";
+    context.strokeStyle = MATCH_COLOURS.missed;
+    context.lineWidth = missed ? 2.5 : 1;
+    context.setLineDash(missed ? [6, 4] : []);
+    context.strokeRect(x, y, w, h);
+    return [...[x, y, w, h].map((v) => Math.round(v)), missed ? "missed" : "found"];
+  });
+  context.restore();
+  return placed;
+}
+
+// detections (boxes in original-image pixels) over a card's image: those drawn, the chosen one thicker, red;
+// with ground truth, true positives (matched to a labelled box) cyan and false positives magenta
+function drawDetections(context, view, detections, drawn, chosen, truth = null) {
+  const matched = truth ? new Set(truth.filter((g) => g.status === "found").map((g) => g.detection)) : null;
   context.save();
   context.font = "11px system-ui, sans-serif";
   for (const i of drawn) {
     const detection = detections[i];
     const [x, y, w, h] = view.imageBox(detection.box);
     const highlighted = chosen === i;
-    context.strokeStyle = highlighted ? "#ff2d55" : "#00ff7f";
+    const plain = !matched ? "#00ff7f" : matched.has(i) ? MATCH_COLOURS.tp : MATCH_COLOURS.fp;
+    context.strokeStyle = highlighted ? "#ff2d55" : plain;
     context.lineWidth = highlighted ? 3 : 1.5;
     context.strokeRect(x, y, w, h);
     if (highlighted || drawn.length <= FEW) {
@@ -829,24 +853,28 @@ function analyzeUrl(model) {
   return `/api/v1/analyze?${params}`;
 }
 
-async function request(model, blob, name) {
+// one analysis by one model: of the upload, or of a served dataset's image by id (the answer adds ground_truth)
+async function request(model, blob, name, labelled) {
   const form = new FormData();
-  form.append("file", blob, name);
-  const response = await fetch(analyzeUrl(model), { method: "POST", body: form });
+  let url = analyzeUrl(model);
+  if (labelled) url += `&${new URLSearchParams({ dataset: labelled.dataset, image: labelled.id })}`;
+  else form.append("file", blob, name);
+  const response = await fetch(url, { method: "POST", body: form });
   if (!response.ok) throw new Error(await explain(response), { cause: "server" });
   return response.json();
 }
 
-async function analyze(blob, name = "image") {
+// labelled: { dataset, id } of a served dataset's image (its ground truth drawn on the cards), else null
+async function analyze(blob, name = "image", labelled = null) {
   const ticket = ++state.ticket;
-  state.upload = { blob, name };
+  state.upload = { blob, name, labelled };
   document.body.classList.add("busy");
   $("#results").setAttribute("aria-busy", "true");
   setStatus(`Analysing ${name}${state.compare ? " with both models" : ""}…`, "busy");
   try {
     if (!state.models.length) await loadModels();
     const sides = state.compare ? [state.model, state.compare] : [state.model];
-    const reports = await Promise.all(sides.map((model) => request(model, blob, name)));
+    const reports = await Promise.all(sides.map((model) => request(model, blob, name, labelled)));
     let image;
     try {
       image = await loadImage(blob);
@@ -873,7 +901,7 @@ async function analyze(blob, name = "image") {
   }
 }
 
-function reanalyze() { if (state.upload) analyze(state.upload.blob, state.upload.name); }
+function reanalyze() { if (state.upload) analyze(state.upload.blob, state.upload.name, state.upload.labelled); }
 
 // what the model answered, in a few words
 function headline(report) {
@@ -907,6 +935,7 @@ function showAnswer(report, side, model, compare) {
   const titles = { classify: "Predictions", detect: "Detections", maps: "No predictions" };
   $(".answer-title", root).textContent = titles[report.task];
   $(".note", root).textContent = report.note || "";
+  showTruth($(".truth", root), report);
   const list = $(".predictions", root);
   list.classList.toggle("detect", report.task === "detect");
   if (report.task === "classify") {
@@ -937,6 +966,27 @@ function showAnswer(report, side, model, compare) {
   more.textContent = state.allDetections ? `show the first ${LISTED}` : `show all ${detections.length}`;
   list.classList.toggle("all", state.allDetections);
   markChosen();
+}
+
+// a served dataset's image: how its labelled boxes and the detections matched, with the colours' key
+function showTruth(paragraph, report) {
+  const truth = report.ground_truth;
+  paragraph.hidden = !truth;
+  if (!truth) return;
+  const found = truth.filter((g) => g.status === "found").length;
+  const falsePositives = (report.detections || []).length - found;
+  const key = (colour, text) => {
+    const span = element("span", text);
+    span.className = "key";
+    span.style.setProperty("--key", colour);
+    return span;
+  };
+  paragraph.replaceChildren(`Ground truth: ${truth.length} labelled box${truth.length === 1 ? "" : "es"} (IoU ≥ 0.5): `,
+    key(MATCH_COLOURS.tp, `${found} found`), ", ", key(MATCH_COLOURS.missed, `${truth.length - found} missed`), ", ",
+    key(MATCH_COLOURS.fp, `${falsePositives} false positive${falsePositives === 1 ? "" : "s"}`), ".");
+  paragraph.dataset.found = String(found);
+  paragraph.dataset.missed = String(truth.length - found);
+  paragraph.dataset.falsePositives = String(falsePositives);
 }
 
 // the clicked detection (and its match on the other side) marked in the lists

@@ -80,10 +80,13 @@ class Skipped:
 
 @dataclass
 class Dataset:
+    """``root``: the folder image ids are relative to (YOLO: ``path``; COCO: the images folder)."""
+
     name: str
     classes: list[str]
     images: list[LabelledImage]
     skipped: list[Skipped] = field(default_factory=list)
+    root: Path | None = None
 
     @property
     def objects(self) -> int:
@@ -198,7 +201,7 @@ def _read_yolo(path: Path, split: str) -> Dataset:
         objects = _yolo_objects(label, len(classes), str(label.relative_to(root)) if label.is_relative_to(root)
                                 else str(label), skipped) if label.is_file() else ()
         images.append(LabelledImage(name, image, objects))
-    return Dataset(path.stem, classes, images, skipped)
+    return Dataset(path.stem, classes, images, skipped, root)
 
 
 def _read_coco(path: Path, images_dir: Path | None) -> Dataset:
@@ -248,7 +251,7 @@ def _read_coco(path: Path, images_dir: Path | None) -> Dataset:
         by_image[annotation["image_id"]].append(Object(index_of[annotation["category_id"]], (x, y, x + w, y + h),
                                                        polygon))
     images = [LabelledImage(files[key], folder / files[key], tuple(objects)) for key, objects in by_image.items()]
-    return Dataset(path.stem, [str(c.get("name", c["id"])) for c in categories], images, skipped)
+    return Dataset(path.stem, [str(c.get("name", c["id"])) for c in categories], images, skipped, folder)
 
 
 def read_dataset(data: str | Path, images: str | Path | None = None, split: str = "val", limit: int | None = None,

@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse, Response
 
 from attnlens.analysis.options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from attnlens.analysis.render import COLORMAP_CHOICES, DEFAULT_COLORMAP, colormap_lut
+from attnlens.evaluation.browse import match_detections
 from attnlens.models.references import METHODS, TARGET_KINDS
 
 from .schemas import AnalysisResult, Colormaps, ErrorResponse, Health, ModelDescription, ModelFailure, ModelList
-from .service import Served, Service
+from .service import Served, Service, UnknownDataset
 
 __all__ = ["api", "health"]
 
@@ -83,8 +84,12 @@ def colormaps() -> Colormaps:
                                     "format=npz every map as a numpy array and the JSON report as `report`"}})
 async def analyze(
     service: ReadyService,
-    file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, TIFF or BMP)")],
+    file: Annotated[UploadFile | None, File(description="the image (JPEG, PNG, WebP, GIF, TIFF or BMP); or give "
+                                                          "dataset and image instead")] = None,
     model: ModelName = None,
+    dataset: Annotated[str | None, Query(description="a served dataset (GET /api/v1/datasets): analyse its image "
+                                                     "`image` instead of an upload; the answer adds ground_truth")] = None,
+    image: Annotated[str | None, Query(description="with dataset: the image's id from its listing")] = None,
     include: Annotated[list[str], Query(description="extra content: values (raw heatmap values), maps (full "
                                                     "maps), gradcam (the same as reference=gradcam); repeat or "
                                                     "comma-separate")] = [],  # noqa: B006
@@ -102,9 +107,11 @@ async def analyze(
     format: Annotated[str, Query(description="json, or npz: application/x-npz with one array per map named "
                                              "<block id>/<map name> and the JSON report as `report`")] = "json",
 ):
-    """Predictions or detections, and every block's heatmap and maps, for one uploaded image."""
+    """Predictions or detections, and every block's heatmap and maps, for one uploaded image (or one of a served
+    dataset's, with its ground truth)."""
     started = time.perf_counter()
     served = service.get(model)
+    labelled = _labelled(service, file, dataset, image)
     extras = {item.strip() for value in include for item in value.split(",") if item.strip()}
     if unknown := extras - set(INCLUDE_CHOICES):
         raise HTTPException(400, f"include must be among {', '.join(INCLUDE_CHOICES)}; got {', '.join(sorted(unknown))}")
@@ -121,7 +128,7 @@ async def analyze(
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
     with service.admission.slot(service.retry_after_s()):
-        data = await file.read()
+        data = await (file.read() if labelled is None else run_in_threadpool(labelled[1].read_bytes))
         decode_start = time.perf_counter()
         tensor, geometry = await run_in_threadpool(service.prepare, served, data, options)
         decode_ms = 1000 * (time.perf_counter() - decode_start)
@@ -133,8 +140,30 @@ async def analyze(
         return Response(await run_in_threadpool(analysis.npz, options), media_type=NPZ_MEDIA_TYPE,
                         headers={"Content-Disposition": 'attachment; filename="attnlens.npz"'})
     report = await run_in_threadpool(analysis.report, options)
+    if labelled is not None:
+        browser, _, found = labelled
+        size = (report["image"]["width"], report["image"]["height"])
+        report["ground_truth"] = match_detections(browser.ground_truth(found, size), report.get("detections", []))
     report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - started), 2)
     return report
+
+
+def _labelled(service: Service, file: UploadFile | None, dataset: str | None, image: str | None):
+    """``(browser, path, labelled image)`` of ``dataset=&image=``, None for an upload; 400 / 404 (JSON) for what
+    does not fit."""
+    if dataset is None and image is None:
+        if file is None:
+            raise HTTPException(400, "give the image as the multipart field file, or a served one as dataset= and image=")
+        return None
+    if file is not None:
+        raise HTTPException(400, "give an uploaded file, or dataset= and image=, not both")
+    if dataset is None or image is None:
+        raise HTTPException(400, "dataset= and image= go together: the dataset's name and the image's id")
+    browser = service.dataset(dataset)
+    path = browser.path_of(image)
+    if path is None:
+        raise UnknownDataset(f"dataset {dataset!r} has no image {image!r}")
+    return browser, path, browser.by_id[image]
 
 
 @health.get("/healthz", response_model=Health)

@@ -24,10 +24,11 @@ from attnlens.models.boundary import ModelRunError
 from attnlens.models.outputs import TargetError
 
 from .api import api, health
+from .browsing import datasets
 from .inference import Overloaded
 from .middleware import PlainTextErrorsAsJson, SecurityHeaders
 from .pages import STATIC_DIR, pages
-from .service import Service, UnknownModel
+from .service import Service, UnknownDataset, UnknownModel
 from .settings import Settings
 
 __all__ = ["create_app", "serve"]
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"])
     app.include_router(api)
+    app.include_router(datasets)
     app.include_router(health)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -79,6 +81,10 @@ def create_app(settings: Settings | None = None, load_in_background: bool = True
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, error: ImageError) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=IMAGE_ERROR_STATUS[type(error)])
+
+    @app.exception_handler(UnknownDataset)
+    async def unknown_dataset(request: Request, error: UnknownDataset) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
 
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:

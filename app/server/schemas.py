@@ -130,6 +130,45 @@ class Reference(BaseModel):
                              "a block's heatmap (several layers: each scaled to [0, 1], averaged, scaled again)")
 
 
+class GroundTruthBox(BaseModel):
+    box: list[float] = Field(description="[x0, y0, x1, y1] in upright original-image pixels")
+    index: int = Field(description="the dataset's class index")
+    label: str
+
+
+class MatchedGroundTruthBox(GroundTruthBox):
+    status: Literal["found", "missed"] = Field(description="found: a detection matched this box (IoU >= 0.5, the same "
+                                               "class, best detections first); missed: none did. A detection no box "
+                                               "matched is a false positive")
+    detection: int | None = Field(None, description="found: the rank in detections of the detection matched")
+
+
+class DatasetDescription(BaseModel):
+    name: str
+    images: int = Field(description="images in the split")
+    classes: list[str]
+    sort_keys: list[str] = Field(description="MAP:MEASURE keys the images sort by (from --eval-results; none without)")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetDescription]
+
+
+class DatasetImage(BaseModel):
+    id: str = Field(description="the image's id: its path relative to the dataset's root, as in per_image.csv")
+    file: str = Field(description="its file name")
+    width: int | None = Field(description="upright width in pixels (null: the file cannot be read)")
+    height: int | None
+    boxes: list[GroundTruthBox]
+    scores: dict[str, float] = Field(description="MAP:MEASURE -> this image's value, from the eval results")
+
+
+class DatasetListing(BaseModel):
+    total: int = Field(description="images matching the filters")
+    offset: int
+    images: list[DatasetImage]
+
+
 class AnalysisResult(BaseModel):
     model: str = Field(description="the name of the model that answered")
     image: ImageSize
@@ -141,6 +180,8 @@ class AnalysisResult(BaseModel):
     note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
     reference: Reference | None = Field(None, description="with reference= (or include=gradcam): the reference map")
+    ground_truth: list[MatchedGroundTruthBox] | None = Field(None, description="with dataset= and image=: the image's "
+                                                             "labelled boxes, each matched to a detection or missed")
     timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with a reference's "
                                          "backward pass when asked), heatmaps (the batch's summary maps), maps "
                                          "(rendering), total")

@@ -5,7 +5,8 @@ ready (``/readyz``) once every model is loaded and has run one warm-up image. Ea
 batcher (``MicroBatcher``), and all of them run their batches, warm-up included, on one inference
 thread: each thread that runs torch gets an OpenMP team of its own, and a server alternating between
 two models on two threads ran every forward ~1.5x slower (2 CPU cores). Requests name a model or get
-the default (the first).
+the default (the first). The labelled datasets it serves for browsing (``--data``) are read (their labels,
+not their images) when the service is made.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from attnlens.analysis.engine import Engine, ReferenceRequest
 from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.options import AnalyzeOptions
 from attnlens.analysis.result import Analysis
+from attnlens.evaluation.browse import DatasetBrowser, dataset_sources, open_datasets
 from attnlens.models import InputGeometry, LoadedModel, ModelLoadError, ModelOptions, load_model
 from attnlens.models.boundary import ModelRunError, what_was_raised
 from attnlens.models.catalog import models_to_serve
@@ -31,13 +33,17 @@ from attnlens.models.catalog import models_to_serve
 from .inference import Admission, MicroBatcher, Overloaded
 from .settings import Settings
 
-__all__ = ["Served", "Service", "UnknownModel"]
+__all__ = ["Served", "Service", "UnknownDataset", "UnknownModel"]
 
 log = logging.getLogger("attnlens")
 
 
 class UnknownModel(LookupError):
     """A request named a model the server does not offer (404)."""
+
+
+class UnknownDataset(LookupError):
+    """A request named a dataset, or an image of one, the server does not offer (404)."""
 
 
 @dataclass
@@ -65,6 +71,8 @@ class Service:
         self.admission = Admission(settings.queue_size)
         self.served = {name: Served(name, options) for name, options in
                        models_to_serve(settings.model_options(), settings.models)}
+        self.datasets = open_datasets(dataset_sources(settings.data, settings.data_images, settings.data_split,
+                                                      settings.eval_results, settings.models))
         self.default = next(iter(self.served))
         self.load_error: str | None = None
         self._ready = threading.Event()
@@ -141,6 +149,13 @@ class Service:
         if name not in self.served:
             raise UnknownModel(f"no model named {name!r}; this server offers {', '.join(map(repr, self.served))}")
         return self.served[name]
+
+    def dataset(self, name: str) -> DatasetBrowser:
+        """The served dataset ``name``; ``UnknownDataset`` if there is none by that name."""
+        if name not in self.datasets:
+            offered = ", ".join(map(repr, self.datasets)) or "none (serve one with --data)"
+            raise UnknownDataset(f"no dataset named {name!r}; this server offers {offered}")
+        return self.datasets[name]
 
     def retry_after_s(self) -> float:
         """How long a refused client should wait: the work ahead of it, at the recent batch speed."""

@@ -20,6 +20,12 @@ class Settings(EnvironmentModelOptions):
     models: Path | None = Field(None, description="a models file (TOML, [[models]] tables with a name and the model "
                                 "options) to serve several models; default: the default model and the same with "
                                 "untrained blocks (or the one --model)")
+    data: Path | None = Field(None, description="a labelled dataset to browse in the page and analyse by id: a YOLO "
+                              "data.yaml or a COCO JSON (more: [[datasets]] tables in the models file)")
+    data_images: Path | None = Field(None, description="COCO: the folder of the dataset's images (default: the JSON's)")
+    data_split: str = Field("val", description="YOLO: the split to browse")
+    eval_results: Path | None = Field(None, description="an attnlens eval --out folder for --data: its images sortable "
+                                      "by each map's energy, lift and pointing (per_image.csv)")
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     queue_size: int = Field(16, ge=1, description="requests admitted at once (decoding, queued, running); more get 503")

@@ -1,0 +1,286 @@
+"""A labelled dataset served for browsing (``attnlens serve --data``): its images by id, their boxes, sorted by
+how well a map attends to them (an ``attnlens eval`` results folder), and ground truth matched to detections.
+
+Only the dataset's own images are ever opened: an id is looked up among the dataset's (never read as a path),
+and the file it names must lie, once links are resolved, in the dataset's folders (its root, and the folders
+its listed images are in). Nothing is read up front: an image's size comes from its header the first time
+its boxes are asked for (YOLO labels are normalised), thumbnails are made on request and kept in a cache
+bounded in bytes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from .datasets import DataError, Dataset, LabelledImage, read_dataset
+from .measures import MEASURES
+
+__all__ = ["DatasetBrowser", "DatasetSource", "dataset_sources", "match_detections", "open_datasets"]
+
+THUMBNAIL_SIDE = 256  # px, the long side of a listing's thumbnail
+THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
+MATCH_IOU = 0.5  # a detection is a true positive at IoU >= 0.5 with an unmatched box of its class (PASCAL VOC's)
+ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a served dataset comes from: a YOLO ``data.yaml`` (its ``split``) or a COCO JSON (``images``: its
+    folder), ``results``: an ``attnlens eval --out`` folder whose ``per_image.csv`` the listing sorts by;
+    ``name``: what the API calls it (default: the file's stem)."""
+
+    data: Path
+    images: Path | None = None
+    split: str = "val"
+    results: Path | None = None
+    name: str | None = None
+
+    def open(self) -> DatasetBrowser:
+        """Read the labels (not the images); ``DataError`` in one line for what cannot be used."""
+        dataset = read_dataset(self.data, self.images, self.split)
+        return DatasetBrowser(dataset, read_scores(self.results, dataset) if self.results else {}, self.name)
+
+
+DATASET_KEYS = ("name", "data", "images", "split", "eval_results")  # of a models file's [[datasets]] tables
+
+
+def dataset_sources(data: Path | None = None, images: Path | None = None, split: str = "val",
+                    results: Path | None = None, models_file: Path | None = None) -> list[DatasetSource]:
+    """The datasets a server offers: ``--data`` (with ``--data-images``, ``--data-split``, ``--eval-results``) and
+    the ``[[datasets]]`` tables of a models file (keys ``DATASET_KEYS``, ``data`` required)."""
+    if results is not None and data is None:
+        raise DataError("--eval-results scores the images of --data: give the dataset too")
+    sources = [DatasetSource(Path(data), images and Path(images), split, results and Path(results))] if data else []
+    if models_file is None:
+        return sources
+    import tomllib
+
+    try:
+        tables = tomllib.loads(Path(models_file).read_text(encoding="utf-8")).get("datasets", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise DataError(f"cannot read the models file {models_file}: {error}") from error
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise DataError(f"{models_file}: datasets must be [[datasets]] tables")
+    for number, table in enumerate(tables, 1):
+        table = {key.replace("-", "_"): value for key, value in table.items()}
+        if unknown := set(table) - set(DATASET_KEYS):
+            raise DataError(f"{models_file}: [[datasets]] table {number}: unknown keys {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(DATASET_KEYS)})")
+        if not isinstance(table.get("data"), str) or not all(isinstance(v, str) for v in table.values()):
+            raise DataError(f"{models_file}: [[datasets]] table {number} needs data = \"path/to/data.yaml\" (strings)")
+        sources.append(DatasetSource(Path(table["data"]), Path(table["images"]) if "images" in table else None,
+                                     table.get("split", "val"),
+                                     Path(table["eval_results"]) if "eval_results" in table else None, table.get("name")))
+    return sources
+
+
+def open_datasets(sources: Sequence[DatasetSource]) -> dict[str, DatasetBrowser]:
+    """Each source opened, by name; ``DataError`` for one that cannot be used or two of one name."""
+    browsers: dict[str, DatasetBrowser] = {}
+    for source in sources:
+        browser = source.open()
+        if browser.name in browsers:
+            raise DataError(f"two datasets are named {browser.name!r}: name them apart in [[datasets]] tables")
+        browsers[browser.name] = browser
+    return browsers
+
+
+def read_scores(results: Path, dataset: Dataset) -> dict[str, dict[str, float]]:
+    """Per image id, its scores from ``results/per_image.csv``: ``"MAP:MEASURE"`` (``"MODEL/MAP:MEASURE"`` when the
+    results hold several models) -> value; rows of images the dataset lacks are left out."""
+    path = Path(results) / "per_image.csv" if Path(results).is_dir() else Path(results)
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"cannot read the eval results {path}: {error}") from error
+    if rows and not {"image", "model", "map", *MEASURES} <= set(rows[0]):
+        raise DataError(f"{path}: not an attnlens eval per_image.csv (columns image, model, map, "
+                        f"{', '.join(MEASURES)})")
+    several = len({row["model"] for row in rows}) > 1
+    known = {image.id for image in dataset.images}
+    scores: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["image"] not in known:
+            continue
+        key = f"{row['model']}/{row['map']}" if several else row["map"]
+        for measure in MEASURES:
+            try:
+                value = float(row[measure])
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                scores.setdefault(row["image"], {})[f"{key}:{measure}"] = value
+    return scores
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def match_detections(ground_truth: list[dict], detections: list[dict], iou: float = MATCH_IOU) -> list[dict]:
+    """``ground_truth`` (``box``, ``index``, ``label``) with ``status`` (``found`` or ``missed``) and ``detection``
+    (the rank of the detection matched to it; None: missed). Detections, best first, each take the unmatched box
+    of their class with the highest IoU >= ``iou``; the class is the same label (case aside) or, where the
+    model's labels and the dataset's share no name, the same index. A detection no box takes is a false
+    positive."""
+    by_label = bool({g["label"].lower() for g in ground_truth} & {d["label"].lower() for d in detections})
+    taken: dict[int, int] = {}
+    for rank, detection in enumerate(detections):
+        same = [i for i, g in enumerate(ground_truth) if i not in taken and (
+            g["label"].lower() == detection["label"].lower() if by_label else g["index"] == detection["index"])]
+        overlaps = [(_iou(ground_truth[i]["box"], detection["box"]), i) for i in same]
+        best = max(overlaps, default=(0.0, None))
+        if best[1] is not None and best[0] >= iou:
+            taken[best[1]] = rank
+    return [{**g, "status": "found" if i in taken else "missed", "detection": taken.get(i)}
+            for i, g in enumerate(ground_truth)]
+
+
+class DatasetBrowser:
+    """One served dataset: ``listing`` (a page of images, filtered and sorted), ``path_of`` (an id's file, only
+    when it is the dataset's own), ``ground_truth`` (an image's boxes in original pixels) and ``thumbnail``."""
+
+    def __init__(self, dataset: Dataset, scores: dict[str, dict[str, float]] | None = None, name: str | None = None,
+                 cache_bytes: int = THUMBNAIL_CACHE_BYTES):
+        self.dataset, self.name, self.cache_bytes = dataset, name or dataset.name, cache_bytes
+        self.scores = scores or {}
+        self.by_id = {image.id: image for image in dataset.images}
+        folders = {image.path.parent for image in dataset.images} | ({dataset.root} if dataset.root else set())
+        self.folders = tuple({folder.resolve() for folder in folders})
+        self.sort_keys = sorted({key for values in self.scores.values() for key in values},
+                                key=lambda key: ("baseline/" in key, "reference/" in key, key))  # blocks first
+        self._sizes: dict[str, tuple[int, int] | None] = {}
+        self._thumbnails: OrderedDict[str, bytes] = OrderedDict()
+        self._thumbnail_bytes = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "images": len(self.dataset.images), "classes": self.dataset.classes,
+                "sort_keys": self.sort_keys}
+
+    def path_of(self, image_id: str) -> Path | None:
+        """The file of the dataset's image ``image_id``; None for an id the dataset lacks, a file that is gone, or
+        one whose resolved path (links followed) leaves the dataset's folders."""
+        image = self.by_id.get(image_id)
+        if image is None:
+            return None
+        try:
+            resolved = image.path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not resolved.is_file() or not any(resolved.is_relative_to(folder) for folder in self.folders):
+            return None
+        return resolved
+
+    def size_of(self, image: LabelledImage) -> tuple[int, int] | None:
+        """The upright (EXIF-oriented) size, from the file's header, read once; None where it cannot be read."""
+        if image.id not in self._sizes:
+            path = self.path_of(image.id)
+            size = None
+            if path is not None:
+                try:
+                    with Image.open(path) as opened:
+                        width, height = opened.size
+                        rotated = opened.getexif().get(0x0112) in ROTATED
+                        size = (height, width) if rotated else (width, height)
+                except Exception:  # noqa: BLE001 - a user's file PIL cannot read: listed without a size
+                    size = None
+            self._sizes[image.id] = size
+        return self._sizes[image.id]
+
+    def ground_truth(self, image: LabelledImage, size: tuple[int, int] | None = None) -> list[dict]:
+        """The image's boxes, ``[x0, y0, x1, y1]`` in upright original-image pixels, with class index and label
+        (none for normalised YOLO boxes of an image whose size cannot be read). ``size``: the upright size when
+        the caller decoded the image (else read from its header)."""
+        if size is None and any(obj.normalised for obj in image.objects):
+            size = self.size_of(image)
+        boxes = []
+        for obj in image.objects:
+            if obj.normalised and size is None:
+                continue
+            placed = obj.in_pixels(*size) if obj.normalised else obj
+            boxes.append({"box": [round(v, 2) for v in placed.box], "index": obj.index,
+                          "label": self.dataset.classes[obj.index] if obj.index < len(self.dataset.classes) else
+                          f"class {obj.index}"})
+        return boxes
+
+    def _class_index(self, chosen: str) -> int:
+        classes = self.dataset.classes
+        if chosen in classes:
+            return classes.index(chosen)
+        if chosen.isdigit() and int(chosen) < len(classes):
+            return int(chosen)
+        raise ValueError(f"class must be one of the dataset's ({', '.join(classes[:20])}"
+                         f"{', ...' if len(classes) > 20 else ''}) or an index below {len(classes)}; got {chosen!r}")
+
+    def listing(self, offset: int = 0, limit: int = 100, sort: str | None = None, cls: str | None = None,
+                search: str | None = None) -> dict[str, Any]:
+        """``{"total", "images": [...]}``: the images having an object of class ``cls`` and ``search`` in their
+        path (case aside), by ``sort`` (``MAP:MEASURE``, high to low; images without that score last) or else by
+        id, from ``offset``. ``ValueError`` for a class or sort key the dataset or its results lack."""
+        images = self.dataset.images
+        if cls is not None and cls != "":
+            index = self._class_index(cls)
+            images = [image for image in images if any(obj.index == index for obj in image.objects)]
+        if search:
+            needle = search.lower()
+            images = [image for image in images if needle in image.id.lower()]
+        if sort:
+            if sort not in self.sort_keys:
+                raise ValueError(f"sort must be MAP:MEASURE from the eval results ({', '.join(self.sort_keys[:12])}"
+                                 f"{', ...' if len(self.sort_keys) > 12 else ''})" if self.sort_keys else
+                                 "sort needs eval results: serve the dataset with --eval-results DIR (attnlens eval "
+                                 "--out DIR)")
+            scored = [image for image in images if sort in self.scores.get(image.id, {})]
+            unscored = [image for image in images if sort not in self.scores.get(image.id, {})]
+            images = sorted(scored, key=lambda image: (-self.scores[image.id][sort], image.id)) + unscored
+        page = images[offset:offset + limit]
+        return {"total": len(images), "offset": offset, "images": [self.entry(image) for image in page]}
+
+    def entry(self, image: LabelledImage) -> dict[str, Any]:
+        size = self.size_of(image)
+        return {"id": image.id, "file": image.path.name, "width": size[0] if size else None,
+                "height": size[1] if size else None, "boxes": self.ground_truth(image),
+                "scores": self.scores.get(image.id, {})}
+
+    def thumbnail(self, image_id: str, side: int = THUMBNAIL_SIDE) -> bytes | None:
+        """A JPEG of the upright image, its long side at most ``side``; cached (least recently used out past
+        ``cache_bytes``). None for an id ``path_of`` refuses or a file that cannot be decoded."""
+        key = f"{side}/{image_id}"
+        with self._lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        path = self.path_of(image_id)
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as opened:
+                opened.draft("RGB", (side, side))  # JPEG: decode at a fraction of the size
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+            image.thumbnail((side, side))
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=85)
+        except Exception:  # noqa: BLE001 - a user's file PIL cannot decode: no thumbnail
+            return None
+        data = buffer.getvalue()
+        with self._lock:
+            self._thumbnails[key] = data
+            self._thumbnail_bytes += len(data)
+            while self._thumbnail_bytes > self.cache_bytes and len(self._thumbnails) > 1:
+                _, dropped = self._thumbnails.popitem(last=False)
+                self._thumbnail_bytes -= len(dropped)
+        return data
