@@ -5,6 +5,7 @@ The fresh environment gets its dependencies (torch ...) from the test environmen
 file, so nothing is downloaded twice; the attnlens it imports is the wheel's, nothing from the checkout.
 """
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,14 @@ from tests.serving import running_server
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+    """Built from a copy of the sources (as the Dockerfile's first stage): a build/ folder an earlier build left in
+    the checkout would otherwise lend the wheel files its package list no longer names."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("app", "blocks", "static", "templates"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)],
                    check=True, capture_output=True, text=True)
     (built,) = out.glob("attnlens-*.whl")
     return built
@@ -48,8 +55,13 @@ def test_wheel_installs_one_top_level_package_with_its_data(wheel):
     for needed in ("attnlens/blocks/acmix.py", "attnlens/static/attnlens.js", "attnlens/static/samples/cat.jpg",
                    "attnlens/static/swagger/swagger-ui-bundle.js", "attnlens/static/swagger/LICENSE",
                    "attnlens/templates/index.html", "attnlens/templates/docs.html",
-                   "attnlens/data/lite0_blocks.safetensors", "attnlens/data/imagenet_classes.txt"):
+                   "attnlens/data/lite0_blocks.safetensors", "attnlens/data/imagenet_classes.txt",
+                   "attnlens/static/dataset.js"):
         assert needed in names
+    # every module of the source tree is in the wheel (a package left off the list would be missing)
+    for folder, prefix in ((ROOT / "app", "attnlens"), (ROOT / "blocks", "attnlens/blocks")):
+        for module in folder.rglob("*.py"):
+            assert f"{prefix}/{module.relative_to(folder).as_posix()}" in names, module
 
 
 def test_imports_come_from_the_wheel(fresh_python, tmp_path):
