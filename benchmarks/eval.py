@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attnlens.evaluation import read_dataset  # noqa: E402
-from attnlens.evaluation.run import _batches, _collate, _Prepared, evaluate_dataset  # noqa: E402
+from attnlens.evaluation.run import _collate, _Prepared, evaluate_dataset, plan_batches  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
 PHOTOS = [ROOT / "tests" / "data" / "chelsea.jpg", ROOT / "tests" / "data" / "coffee.jpg",
@@ -54,7 +54,7 @@ def write_set(folder: Path, count: int) -> Path:
 
 
 def plain_pass(model, dataset, batch_size: int, workers: int) -> None:
-    loader = DataLoader(_Prepared(dataset.images, [model]), batch_sampler=_batches(dataset.images, [model], batch_size),
+    loader = DataLoader(_Prepared(dataset.images, [model]), batch_sampler=plan_batches(dataset.images, [model], batch_size),
                         num_workers=workers, collate_fn=_collate)
     with torch.no_grad():
         for batch in loader:

@@ -23,13 +23,13 @@ from PIL import Image, ImageOps
 
 from .datasets import DataError, Dataset, LabelledImage, read_dataset
 from .measures import MEASURES
+from .run import upright_size
 
 __all__ = ["DatasetBrowser", "DatasetSource", "dataset_sources", "match_detections", "open_datasets"]
 
 THUMBNAIL_SIDE = 256  # px, the long side of a listing's thumbnail
 THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
 MATCH_IOU = 0.5  # a detection is a true positive at IoU >= 0.5 with an unmatched box of its class (PASCAL VOC's)
-ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -189,16 +189,7 @@ class DatasetBrowser:
         """The upright (EXIF-oriented) size, from the file's header, read once; None where it cannot be read."""
         if image.id not in self._sizes:
             path = self.path_of(image.id)
-            size = None
-            if path is not None:
-                try:
-                    with Image.open(path) as opened:
-                        width, height = opened.size
-                        rotated = opened.getexif().get(0x0112) in ROTATED
-                        size = (height, width) if rotated else (width, height)
-                except Exception:  # noqa: BLE001 - a user's file PIL cannot read: listed without a size
-                    size = None
-            self._sizes[image.id] = size
+            self._sizes[image.id] = None if path is None else upright_size(path)
         return self._sizes[image.id]
 
     def ground_truth(self, image: LabelledImage, size: tuple[int, int] | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -29,7 +29,7 @@ from attnlens.models.references import METHODS
 from .datasets import Dataset, LabelledImage, Skipped
 from .measures import centre_map, measure, regions_of, to_image
 
-__all__ = ["Kept", "Scored", "evaluate_dataset"]
+__all__ = ["BatchScores", "Kept", "Scored", "evaluate_dataset", "plan_batches", "score_batch", "upright_size"]
 
 BASELINES = ("baseline/uniform", "baseline/centre")
 KEEP = 8  # best and worst images kept per map, for the report
@@ -51,7 +51,7 @@ class Kept:
     """An image kept for the report: its energy, then where to find it and the map over the model input."""
 
     energy: float
-    order: int
+    order: tuple[int, int]  # (batch, place in it): ties go the same way in a local run and on Ray
     image: LabelledImage = field(compare=False)
     heatmap: torch.Tensor | None = field(compare=False)  # None for the baselines (drawn from the image's size)
     geometry: InputGeometry = field(compare=False)
@@ -63,7 +63,7 @@ def upright_size(path: Path) -> tuple[int, int] | None:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(274, 1)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except Exception:  # noqa: BLE001 - any file PIL cannot read (or an Image.open a library patched: ultralytics)
         return None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
@@ -86,7 +86,7 @@ class _Prepared(TorchDataset):
         return i, [tensor[0] for tensor, _ in prepared], [geometry for _, geometry in prepared]
 
 
-def _batches(images: list[LabelledImage], models: Sequence[LoadedModel], batch_size: int) -> list[list[int]]:
+def plan_batches(images: list[LabelledImage], models: Sequence[LoadedModel], batch_size: int) -> list[list[int]]:
     """Indices grouped by input shapes (for every model), in order, at most ``batch_size`` each."""
     groups: dict[Any, list[int]] = {}
     for i, image in enumerate(images):
@@ -101,6 +101,25 @@ def _collate(items):
     return items
 
 
+@dataclass
+class BatchScores:
+    """What scoring gives: per-image scores in order, each map's kept best / worst images (``{(model, map): (best
+    heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU) and what was skipped, with why."""
+
+    scores: list[Scored] = field(default_factory=list)
+    kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, part: BatchScores) -> None:
+        """``part`` (a later batch's) added: the same as if its images had been scored here."""
+        self.scores += part.scores
+        self.skipped += part.skipped
+        for key, heaps in part.kept.items():
+            for heap, items in zip(self.kept.setdefault(key, ([], [])), heaps):
+                for item in items:
+                    _offer(heap, item)
+
+
 def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
                      references: Sequence[str] = ("gradcam",), batch_size: int = 8, workers: int = 0,
                      progress: Callable[[int], Any] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
@@ -111,78 +130,93 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
     ``update(n)`` (tqdm)."""
     engines = [(name, Engine(model)) for name, model in models]
     images = dataset.images
-    batches = _batches(images, [model for _, model in models], batch_size)
+    batches = plan_batches(images, [model for _, model in models], batch_size)
     loader = DataLoader(_Prepared(images, [model for _, model in models]), batch_sampler=batches,
                         num_workers=workers, collate_fn=_collate, persistent_workers=False)
-    scores: list[Scored] = []
-    kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = {}
-    skipped: list[Skipped] = []
+    total = BatchScores()
     bar = progress(len(images)) if progress else None
-    counter = itertools.count()
-    for batch in loader:
-        readable = []
-        for i, tensors, detail in batch:
-            if tensors is None:
-                skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}"))
-            else:
-                readable.append((i, tensors, detail))
-        # per image and device, shared by the models: its regions, and the baselines' measures on them
-        regions: dict[tuple[int, torch.device], dict] = {}
-        baselines: dict[tuple[int, torch.device], dict[str, dict]] = {}
-        for position, (name, engine) in enumerate(engines):
-            if not readable:
-                break
-            stacked = torch.stack([tensors[position] for _, tensors, _ in readable])
-            model = engine.model
-            methods = tuple(method for method in references if model.reference_layers
-                            and (model.task != "maps" or not METHODS[method].gradients))
-            try:
-                result = engine.run(stacked, ReferenceRequest(methods, (None,) * len(readable)) if methods else None)
-            except (ModelRunError, TargetError) as error:
-                skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
-                continue
-            device = engine.model.device
-            for row, (i, _, geometries) in enumerate(readable):
-                image, geometry = images[i], geometries[position]
-                if not image.objects:
-                    continue
-                width, height = geometry.image_size
-                if (i, device) not in regions:
-                    objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
-                    on_image = regions[i, device] = regions_of(objects, height, width, device)
-                    baselines[i, device] = {key: {k: measure(values, r) for k, r in on_image.items()}
-                                            for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
-                                                                (BASELINES[1], centre_map(width, height, device)))}
-                maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
-                maps += [(f"reference/{method}", "reference", found[row].heatmap)
-                         for method, found in result.references.items() if found[row] is not None]
-                for key, kind, heatmap in maps:
-                    if not torch.isfinite(heatmap).all():
-                        skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))
-                        continue
-                    on_image = to_image(heatmap.to(device), geometry)
-                    _record(scores, kept, Scored(image.id, name, key, kind,
-                                                 {k: measure(on_image, r) for k, r in regions[i, device].items()}),
-                            image, heatmap, geometry, next(counter))
-                for key, measures in baselines[i, device].items():
-                    _record(scores, kept, Scored(image.id, name, key, "baseline", measures), image, None, geometry,
-                            next(counter))
+    for number, batch in enumerate(loader):
+        total.add(score_batch(engines, images, references, number, batch))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return scores, kept, skipped
+    return total.scores, total.kept, total.skipped
 
 
-def _record(scores: list[Scored], kept: dict, scored: Scored, image: LabelledImage, heatmap: torch.Tensor | None,
-            geometry: InputGeometry, order: int) -> None:
+def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[LabelledImage], references: Sequence[str],
+                number: int, batch: Sequence[tuple]) -> BatchScores:
+    """Batch ``number`` of the plan (``plan_batches``): its items ``(i, tensors, geometries)`` (one tensor and
+    geometry per model; ``(i, None, why)`` for an unreadable image) run through every engine, every map scored on
+    the model's device. The same for a local run and a Ray actor's (``attnlens.evaluation.distributed``)."""
+    part = BatchScores()
+    readable = []
+    for i, tensors, detail in batch:
+        if tensors is None:
+            part.skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}"))
+        else:
+            readable.append((i, tensors, detail))
+    counter = itertools.count()
+    # per image and device, shared by the models: its regions, and the baselines' measures on them
+    regions: dict[tuple[int, torch.device], dict] = {}
+    baselines: dict[tuple[int, torch.device], dict[str, dict]] = {}
+    for position, (name, engine) in enumerate(engines):
+        if not readable:
+            break
+        stacked = torch.stack([tensors[position] for _, tensors, _ in readable])
+        model = engine.model
+        methods = tuple(method for method in references if model.reference_layers
+                        and (model.task != "maps" or not METHODS[method].gradients))
+        try:
+            result = engine.run(stacked, ReferenceRequest(methods, (None,) * len(readable)) if methods else None)
+        except (ModelRunError, TargetError) as error:
+            part.skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
+            continue
+        device = engine.model.device
+        for row, (i, _, geometries) in enumerate(readable):
+            image, geometry = images[i], geometries[position]
+            if not image.objects:
+                continue
+            width, height = geometry.image_size
+            if (i, device) not in regions:
+                objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
+                on_image = regions[i, device] = regions_of(objects, height, width, device)
+                baselines[i, device] = {key: {k: measure(values, r) for k, r in on_image.items()}
+                                        for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
+                                                            (BASELINES[1], centre_map(width, height, device)))}
+            maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
+            maps += [(f"reference/{method}", "reference", found[row].heatmap)
+                     for method, found in result.references.items() if found[row] is not None]
+            for key, kind, heatmap in maps:
+                if not torch.isfinite(heatmap).all():
+                    part.skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))
+                    continue
+                on_image = to_image(heatmap.to(device), geometry)
+                _record(part, Scored(image.id, name, key, kind,
+                                     {k: measure(on_image, r) for k, r in regions[i, device].items()}),
+                        image, heatmap, geometry, (number, next(counter)))
+            for key, measures in baselines[i, device].items():
+                _record(part, Scored(image.id, name, key, "baseline", measures), image, None, geometry,
+                        (number, next(counter)))
+    return part
+
+
+def _record(part: BatchScores, scored: Scored, image: LabelledImage, heatmap: torch.Tensor | None,
+            geometry: InputGeometry, order: tuple[int, int]) -> None:
     """Keep the score, and the image among its map's best and worst (the map copied off the device only then)."""
-    scores.append(scored)
+    part.scores.append(scored)
     energy = scored.measures["all"]["energy"]
-    for heap, key in zip(kept.setdefault((scored.model, scored.map), ([], [])), (energy, -energy)):
+    for heap, key in zip(part.kept.setdefault((scored.model, scored.map), ([], [])), (energy, -energy)):
         if len(heap) < KEEP or Kept(key, order, image, None, geometry) > heap[0]:
-            item = Kept(key, order, image, None if heatmap is None else heatmap.detach().cpu(), geometry)
-            (heapq.heappush if len(heap) < KEEP else heapq.heapreplace)(heap, item)
+            _offer(heap, Kept(key, order, image, None if heatmap is None else heatmap.detach().cpu(), geometry))
+
+
+def _offer(heap: list[Kept], item: Kept) -> None:
+    """``item`` into a heap of the ``KEEP`` greatest (by energy, then order: later wins a tie)."""
+    if len(heap) < KEEP:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
 
 
 def ranked(heaps: tuple[list[Kept], list[Kept]]) -> tuple[list[Kept], list[Kept]]:
