@@ -54,7 +54,8 @@ def write_set(folder: Path, count: int) -> Path:
 
 
 def plain_pass(model, dataset, batch_size: int, workers: int) -> None:
-    loader = DataLoader(_Prepared(dataset.images, [model]), batch_sampler=plan_batches(dataset.images, [model], batch_size),
+    loader = DataLoader(_Prepared(dataset.images, [model.recipe]),
+                        batch_sampler=plan_batches(dataset.images, [model], batch_size),
                         num_workers=workers, collate_fn=_collate)
     with torch.no_grad():
         for batch in loader:

@@ -23,6 +23,7 @@ from attnlens.analysis.engine import Engine, ReferenceRequest
 from attnlens.analysis.imaging import ImageError, decode_image
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError
+from attnlens.models.inputs import InputRecipe
 from attnlens.models.outputs import TargetError
 from attnlens.models.references import METHODS
 
@@ -71,8 +72,8 @@ def upright_size(path: Path) -> tuple[int, int] | None:
 class _Prepared(TorchDataset):
     """Worker side: image ``i`` decoded and prepared by each recipe (or why it could not be)."""
 
-    def __init__(self, images: list[LabelledImage], models: Sequence[LoadedModel]):
-        self.images, self.recipes = images, [model.recipe for model in models]
+    def __init__(self, images: list[LabelledImage], recipes: Sequence[InputRecipe]):
+        self.images, self.recipes = images, list(recipes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -131,7 +132,7 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
     engines = [(name, Engine(model)) for name, model in models]
     images = dataset.images
     batches = plan_batches(images, [model for _, model in models], batch_size)
-    loader = DataLoader(_Prepared(images, [model for _, model in models]), batch_sampler=batches,
+    loader = DataLoader(_Prepared(images, [model.recipe for _, model in models]), batch_sampler=batches,
                         num_workers=workers, collate_fn=_collate, persistent_workers=False)
     total = BatchScores()
     bar = progress(len(images)) if progress else None
