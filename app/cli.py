@@ -263,7 +263,7 @@ def analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .analysis.engine import Engine
-    from .analysis.figure import FIGURE_BOXES, FIGURE_FORMATS, save_figure
+    from .analysis.figure import FIGURE_FORMATS, save_figure
     from .analysis.imaging import ImageError, decode_image
     from .analysis.options import AnalyzeOptions
     from .models import ModelLoadError, load_model
@@ -284,9 +284,8 @@ def analyze(args: argparse.Namespace) -> int:
                                  include_values=args.values or bool(args.out or args.figure), include_maps=args.maps,
                                  reference=_reference(args), target=args.target, target_kind=args.target_kind)
         options.validate()
-        boxes = FIGURE_BOXES if args.figure_boxes is None else args.figure_boxes
-        if boxes < 0:
-            raise ValueError(f"--figure-boxes must be at least 0, got {boxes}")
+        if args.figure_boxes is not None and args.figure_boxes < 0:
+            raise ValueError(f"--figure-boxes must be at least 0, got {args.figure_boxes}")
     except (ModelLoadError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -320,7 +319,7 @@ def analyze(args: argparse.Namespace) -> int:
         if args.figure:
             target = args.figure if len(args.images) == 1 else \
                 args.figure.with_name(f"{args.figure.stem}-{_safe_name(path.stem)}{args.figure.suffix}")
-            save_figure(image, report, target, args.colormap, strides, boxes)  # the report made above, with values
+            save_figure(image, report, target, args.colormap, strides, args.figure_boxes)  # the report made above
         if args.json:
             print(json.dumps(report if args.values else _without_values(report), allow_nan=False), file=answers,
                   flush=True)

@@ -45,10 +45,11 @@ def _draw_boxes(axis, detections: list[dict], labelled: bool) -> None:
 
 
 def make_figure(image: Image.Image, report: dict, colormap: str = "inferno",
-                strides: dict[str, int] | None = None, boxes: int = FIGURE_BOXES) -> Figure:
+                strides: dict[str, int] | None = None, boxes: int | None = None) -> Figure:
     """The figure of ``report`` (made with ``include_values``) over ``image``: one panel per block, then the
-    reference map if the report has one; the ``boxes`` best detections (if any) on every panel, labelled on the
-    first, whose title says how many more there are."""
+    reference map if the report has one; the ``boxes`` best detections (default ``FIGURE_BOXES``) on every
+    panel, labelled on the first, whose title says how many more there are."""
+    boxes = FIGURE_BOXES if boxes is None else boxes
     panels = [(f"{KINDS[block['type']].record.title}\n{block['id']}"
                + (f", stride {strides[block['id']]}" if strides and block["id"] in strides else ""), block["heatmap"])
               for block in report["blocks"]]
@@ -86,7 +87,7 @@ def make_figure(image: Image.Image, report: dict, colormap: str = "inferno",
 
 
 def save_figure(image: Image.Image, report: dict, path: str | Path, colormap: str = "inferno",
-                strides: dict[str, int] | None = None, boxes: int = FIGURE_BOXES) -> Path:
+                strides: dict[str, int] | None = None, boxes: int | None = None) -> Path:
     """Write ``make_figure`` to ``path`` (.png, .pdf or .svg)."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_FORMATS:

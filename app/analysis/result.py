@@ -165,11 +165,11 @@ class Analysis:
         from .figure import make_figure
 
         image, report, strides = self._figure_inputs(colormap)
-        return make_figure(image, report, colormap, strides, *([] if boxes is None else [boxes]))
+        return make_figure(image, report, colormap, strides, boxes)
 
     def save_figure(self, path: str | Path, colormap: str = "inferno", boxes: int | None = None) -> Path:
         """Write ``figure`` to ``path`` (.png, .pdf or .svg); ``boxes``: the detections drawn (default 5)."""
         from .figure import save_figure
 
         image, report, strides = self._figure_inputs(colormap)
-        return save_figure(image, report, path, colormap, strides, *([] if boxes is None else [boxes]))
+        return save_figure(image, report, path, colormap, strides, boxes)

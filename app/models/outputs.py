@@ -189,11 +189,17 @@ def _xywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.cat([centre - size / 2, centre + size / 2], dim=1)
 
 
-def _primary(output: Any) -> Any:
-    """The tensor a model's output leads with: the output itself, or the first element of nested tuples /
-    lists (YOLO's ``(y, feats)``, a segmentation head's ``((y, protos), ...)``); None if there is none."""
+def leading_output(output: Any) -> Any:
+    """What a model's output leads with: the output itself, or the first element of nested tuples / lists
+    (YOLO's ``(y, feats)``, a segmentation head's ``((y, protos), ...)``); torchvision's list of dicts whole."""
     while isinstance(output, (tuple, list)) and output and not isinstance(output[0], dict):
         output = output[0]
+    return output
+
+
+def _primary(output: Any) -> Any:
+    """The tensor a model's output leads with (``leading_output``); None if it leads with none."""
+    output = leading_output(output)
     return output if isinstance(output, Tensor) else None
 
 

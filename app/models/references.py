@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .outputs import leading_output
+
 __all__ = ["METHODS", "TARGET_KINDS", "LayerActivations", "Method", "ReferenceLayers", "find_reference_layers",
            "fuse", "gradients_of", "layer_output", "reference_maps"]
 
@@ -236,14 +238,6 @@ def _tensors(value: Any) -> list[Tensor]:
     return []
 
 
-def _leading(output: Any) -> Any:
-    """What a model's output leads with: the predictions of YOLO's ``(y, feats)`` (its first element, nested),
-    the whole of torchvision's list of dicts."""
-    while isinstance(output, (tuple, list)) and output and not isinstance(output[0], dict):
-        output = output[0]
-    return output
-
-
 def _is_feature(tensor: Tensor) -> bool:
     return tensor.dim() == 4 and tensor.is_floating_point() and min(tensor.shape[-2:]) >= 2
 
@@ -284,7 +278,7 @@ def find_reference_layers(module: nn.Module, run: Callable[[], Any]) -> Referenc
         return [tensor for tensor in taken.get(name, []) if _is_feature(tensor)
                 and any(not inside(giver, name) for giver in givers.get(id(tensor), []))]
 
-    answer = {id(tensor) for tensor in _tensors(_leading(output))}
+    answer = {id(tensor) for tensor in _tensors(leading_output(output))}
     chain = sorted({name for name, out in finished if any(id(tensor) in answer for tensor in _tensors(out))},
                    key=lambda name: name.count("."))  # outermost first
     head = next((name for name in chain if fed_from_outside(name)), chain[-1] if chain else None)

@@ -54,6 +54,15 @@ def guarded_page(browser, base_url: str, path: str = "/"):
         context.close()
 
 
+def detectors_file(path: Path, models: dict[str, str]) -> Path:
+    """A models file serving ``tests.app.yolo_models`` factories (``{name: factory}``) at letterbox 640, no
+    mean / std."""
+    path.write_text("".join(f'[[models]]\nname = "{name}"\nmodel = "tests.app.yolo_models:{factory}"\n'
+                            'input_size = 640\nresize = "letterbox"\nnormalize = "none"\n\n'
+                            for name, factory in models.items()))
+    return path
+
+
 def docs_operations_rendered(page, base_url: str) -> int:
     """Wait until Swagger UI on ``page`` lists every operation of the server's OpenAPI document; return the count."""
     spec = httpx.get(f"{base_url}/openapi.json").json()

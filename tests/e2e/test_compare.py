@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import DATA, SHOTS, guarded_page
+from tests.e2e.conftest import DATA, SHOTS, detectors_file, guarded_page
 from tests.serving import running_server
 
 SLOW = 180_000  # ms: two CPU analyses (and their backward passes) on a small machine
@@ -150,10 +150,7 @@ def test_two_detectors_a_clicked_detection_is_highlighted_on_both_sides(browser,
     ImageDraw.Draw(image).rectangle((200, 100, 259, 149), fill=(255, 255, 255))
     upload = tmp_path / "square.png"
     image.save(upload)
-    models = tmp_path / "models.toml"
-    table = '[[models]]\nname = "{}"\nmodel = "tests.app.yolo_models:{}"\ninput_size = 640\nresize = "letterbox"\n' \
-            'normalize = "none"\n\n'
-    models.write_text(table.format("yolo-v8", "v8") + table.format("yolo-v5", "v5"))
+    models = detectors_file(tmp_path / "models.toml", {"yolo-v8": "v8", "yolo-v5": "v5"})
     with running_server(ATTNLENS_MODELS=str(models)) as (base, _), guarded_page(browser, base) as page:
         page.wait_for_selector("body[data-ready=true]")
         page.select_option("#compare", "yolo-v5")

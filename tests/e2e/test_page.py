@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import DATA, SHOTS, docs_operations_rendered, guarded_page
+from tests.e2e.conftest import DATA, SHOTS, detectors_file, docs_operations_rendered, guarded_page
 from tests.serving import running_server
 
 SLOW = 120_000  # ms: an analysis on a small CPU machine
@@ -198,10 +198,7 @@ def test_a_crowded_detector_page_stays_legible(browser, tmp_path):
     ImageDraw.Draw(image).rectangle((200, 100, 259, 149), fill=(255, 255, 255))  # the one detector's square
     upload = tmp_path / "square.png"
     image.save(upload)
-    models = tmp_path / "models.toml"
-    table = '[[models]]\nname = "{}"\nmodel = "tests.app.yolo_models:{}"\ninput_size = 640\nresize = "letterbox"\n' \
-            'normalize = "none"\n\n'
-    models.write_text(table.format("one", "v8") + table.format("crowd", "crowd"))
+    models = detectors_file(tmp_path / "models.toml", {"one": "v8", "crowd": "crowd"})
     with running_server(ATTNLENS_MODELS=str(models)) as (base, _), guarded_page(browser, base) as page:
         page.wait_for_selector("body[data-ready=true]")
         page.set_input_files("#file-input", str(upload))
