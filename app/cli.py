@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="write summary.json, per_image.csv, report.html, figure.png/.pdf")
     evaluate.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default 2)")
+    evaluate.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                          help="score on a Ray cluster (pip install 'attnlens[ray]'): local (one started for the run), "
+                               "auto (the running one, or RAY_ADDRESS's) or its address; alone: auto where RAY_ADDRESS "
+                               "is set, else local. The workers import your model code from this folder, shipped to "
+                               "them; the dataset must be on a disk they share")
+    evaluate.add_argument("--ray-actors", type=_positive, default=None, metavar="N",
+                          help="with --ray: model actors (default: one per GPU in the cluster, else one)")
     evaluate.add_argument("--blocks", type=Path, help="composites: trained block weights (default: the shipped ones)")
     evaluate.add_argument("--count", type=_positive, default=200, help="composites: how many held-out composites")
     evaluate.add_argument("--seed", type=int, default=1, help="composites and samples: the seed")
@@ -421,6 +428,8 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
 
     answers = _answers_only(args.json)
     try:
+        if args.ray_actors and not args.ray:
+            raise ValueError("--ray-actors goes with --ray")
         base = _model_options(argparse.Namespace(**{**vars(args), "model": None}))
         if args.models:
             chosen = models_to_serve(base, args.models)
@@ -433,7 +442,8 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
         summary = evaluate(models, args.data, args.images, args.split, args.limit, classes, args.reference, args.out,
                            args.batch_size, args.workers, args.seed,
-                           progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr))
+                           progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr),
+                           ray=args.ray, ray_actors=args.ray_actors)
     except (ModelLoadError, DataError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2

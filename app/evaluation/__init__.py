@@ -3,7 +3,8 @@
 ``evaluate(models, data)`` reads the dataset (``datasets``), runs every image through every model (``run``),
 scores each map on the objects (``measures``), and sums it up with bootstrap intervals and paired
 comparisons (``summary``); with ``out``, writes ``summary.json``, ``per_image.csv``, ``report.html`` and the
-figure (``outputs``). ``attnlens eval --data ...`` is this function.
+figure (``outputs``). ``attnlens eval --data ...`` is this function; with ``ray``, the same on a Ray cluster
+(``distributed``).
 """
 from __future__ import annotations
 
@@ -21,11 +22,16 @@ __all__ = ["DataError", "Dataset", "evaluate", "read_dataset"]
 def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, images: str | Path | None = None,
              split: str = "val", limit: int | None = None, classes: Sequence[str] | None = None,
              reference: str | Sequence[str] = "gradcam", out: str | Path | None = None, batch_size: int = 8,
-             workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None) -> dict:
+             workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None, ray: str | bool | None = None,
+             ray_actors: int | None = None) -> dict:
     """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
     what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
     ``Dataset``). ``reference``: reference methods scored beside the blocks (``gradcam``, ``gradcam++``,
-    ``layercam``, ``eigencam``; a list or comma-separated), where a model has layers for them, or ``none``."""
+    ``layercam``, ``eigencam``; a list or comma-separated), where a model has layers for them, or ``none``.
+    ``ray``: score on a Ray cluster (``local``: one started for the run; ``auto``: the running one, or
+    ``RAY_ADDRESS``'s; or an address; ``True``: ``auto`` where ``RAY_ADDRESS`` is set, else ``local``) with
+    ``ray_actors`` model actors (default: one per GPU, else one); the workers load each model again from the
+    options it was loaded from (so not a module built in Python)."""
     from attnlens.models import LoadedModel, load_model
     from attnlens.models.references import METHODS
 
@@ -34,12 +40,27 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     if unknown := [m for m in methods if m not in METHODS]:
         raise ValueError(f"reference must be none or among {', '.join(METHODS)} (comma-separated), got "
                          f"{', '.join(unknown)}")
+    on_ray = ray not in (None, False)
+    if on_ray:
+        from .distributed import ray_module
+
+        ray_module()  # before the models load: Ray missing is said at once
     dataset = data if isinstance(data, Dataset) else read_dataset(data, images, split, limit, classes, seed)
-    loaded = [(name, model if isinstance(model, LoadedModel) else load_model(model)) for name, model in models]
-    names = [name for name, _ in loaded]
+    names = [name for name, _ in models]
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a name: {names}")
-    scores, kept, skipped = evaluate_dataset(loaded, dataset, tuple(dict.fromkeys(methods)), batch_size, workers, progress)
+    loaded = [(name, model if isinstance(model, LoadedModel) else load_model(model)) for name, model in models]
+    if on_ray and (given := [name for name, model in loaded if model.options is None]):
+        raise ValueError(f"with ray, the workers load each model again from its options: give {', '.join(given)} as "
+                         f"load_model's options (a ModelOptions or a --model string), not as a module")
+    methods = tuple(dict.fromkeys(methods))
+    if on_ray:
+        from .distributed import evaluate_on_ray
+
+        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress)
+        scores, kept, skipped = total.scores, total.kept, total.skipped
+    else:
+        scores, kept, skipped = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress)
     dropped = {s.file for s in skipped if s.line is None and s.reason.startswith("unreadable image")}
     summary = {
         "models": names,

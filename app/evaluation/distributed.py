@@ -18,24 +18,27 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from attnlens.models import LoadedModel, ModelOptions
 
 from .datasets import DataError, Dataset
 from .run import BatchScores, _Prepared, plan_batches, score_batch
 
-__all__ = ["RayError", "evaluate_on_ray"]
+__all__ = ["RayError", "evaluate_on_ray", "ray_module"]
 
 INSTALL = "pip install 'attnlens[ray]'"
 PREFLIGHT_TIMEOUT_S = 120  # for the workers to import and load every model once, before the run
-SHIPPED_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pt", "*.pth", "*.safetensors", "runs", "build", "dist",
-                    "e2e-screenshots"]  # besides what .gitignore leaves out
+SHIPPED_EXCLUDES = ["venv", "__pycache__", "*.pt", "*.pth", "*.safetensors", "runs", "build", "dist",
+                    "e2e-screenshots"]  # besides what .gitignore and Ray leave out (.git, .venv)
 
 
 class RayError(DataError):
     """Ray is missing, the cluster cannot be reached, or the workers cannot load a model: one line."""
 
 
-def _ray():
+def ray_module():
+    """Ray, with Ray Data; ``RayError`` saying how to install it where it is not."""
     try:
         import ray
         import ray.data  # noqa: F401
@@ -52,7 +55,7 @@ def _first_line(error: BaseException) -> str:
     return text.strip()
 
 
-def _load_all(options: Sequence[tuple[str, Any]], threads: int) -> list[tuple[str, Any]]:
+def _load_all(options: Sequence[tuple[str, ModelOptions]], threads: int) -> list[tuple[str, Any]]:
     """On a worker: each model loaded once (``ModelLoadError`` in one line for one that does not), torch on
     ``threads`` threads (Ray gives a worker one by default)."""
     import torch
@@ -64,7 +67,7 @@ def _load_all(options: Sequence[tuple[str, Any]], threads: int) -> list[tuple[st
     return [(name, Engine(load_model(model))) for name, model in options]
 
 
-def _check_models(options: Sequence[tuple[str, Any]], threads: int) -> list[str]:
+def _check_models(options: Sequence[tuple[str, ModelOptions]], threads: int) -> list[str]:
     """The preflight task: load every model as an actor will, say what each loaded as."""
     return [f"{name}: {engine.model.task}" for name, engine in _load_all(options, threads)]
 
@@ -99,57 +102,99 @@ class _Score:
         return {"batch": np.array(numbers), "scores": np.array(parts, dtype=object)}
 
 
+def _address(address: str | bool) -> str:
+    """``True``: ``auto`` where ``RAY_ADDRESS`` names a cluster, else ``local``."""
+    if address is True:
+        return "auto" if os.environ.get("RAY_ADDRESS") else "local"
+    return str(address)
+
+
+def _for_workers(options: ModelOptions) -> ModelOptions:
+    """The options with their files (a checkpoint, weights, labels) as absolute paths: the workers run in a copy of
+    the current folder (which leaves weights out), a shared disk keeps the paths."""
+    files = {name: str(Path(value).resolve()) for name in ("model", "weights", "labels")
+             if isinstance(value := getattr(options, name), str) and Path(value).is_file()}
+    return options.model_copy(update=files)
+
+
 def _connect(ray, address: str) -> None:
     """``local``: a cluster of this machine for the run (loopback, no dashboard); ``auto`` (or ``RAY_ADDRESS``) or
     an address: join that cluster. The current folder goes to the workers as the job's ``working_dir``."""
     runtime_env = {"working_dir": os.getcwd(), "excludes": SHIPPED_EXCLUDES,
                    "env_vars": {"YOLO_AUTOINSTALL": "False", "YOLOv5_AUTOINSTALL": "False"}}
-    quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": logging.WARNING}
+    quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
         else:
             ray.init(address=address, **quiet)
         ray.data.DataContext.get_current().enable_progress_bars = False  # attnlens shows its own
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # and says what went wrong in one line
     except Exception as error:  # noqa: BLE001 - Ray's own errors (no cluster there, a working_dir too large ...)
         raise RayError(f"cannot start or join the Ray cluster ({address}): {_first_line(error)}") from error
 
 
-def evaluate_on_ray(options: Sequence[tuple[str, Any]], models: Sequence[tuple[str, Any]], dataset: Dataset,
-                    references: Sequence[str], batch_size: int, address: str = "local", actors: int | None = None,
+class _Placement(NamedTuple):
+    gpus: int  # in the cluster
+    actors: int  # model actors
+    threads: int  # torch threads of each
+    resources: dict  # what each asks of Ray
+    decoders: int  # at most this many decoding actors
+
+
+def _placement(ray, actors: int | None, local: bool) -> _Placement:
+    """``actors`` model actors (default: one per GPU, else one), each with its node's CPUs shared by the actors
+    there as torch threads (at most a local run's, on a cluster of this machine: then one actor computes as a
+    local run does, to the last bit), asking Ray for a GPU where there are, else for its CPUs but one, left to
+    decoding."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    gpus = int(sum(node.get("GPU", 0) for node in nodes))
+    size = actors or max(1, gpus)
+    node_cpus = min((int(node["CPU"]) for node in nodes if node.get("CPU")), default=1)
+    threads = max(1, node_cpus // -(-size // max(1, len(nodes))))
+    if local:
+        import torch
+
+        threads = min(threads, torch.get_num_threads())
+    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(1, threads - 1)}
+    cpus = int(sum(node.get("CPU", 0) for node in nodes))
+    return _Placement(gpus, size, threads, resources, max(1, cpus - size * resources["num_cpus"]))
+
+
+def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, references: Sequence[str],
+                    batch_size: int, address: str | bool = True, actors: int | None = None,
                     progress: Callable[[int], Any] | None = None) -> BatchScores:
-    """``run.evaluate_dataset``'s results, computed on a Ray cluster. ``options``: each model as ``load_model``
-    takes it (what the workers load), ``models``: the same loaded here (their input recipes plan the batches);
-    ``address``: ``local``, ``auto`` or a cluster's; ``actors``: the pool's size (default: one per GPU, else
-    one). ``RayError`` in one line for what does not work; the cluster this started is always shut down."""
-    ray = _ray()
+    """``run.evaluate_dataset``'s results, computed on a Ray cluster. ``models``: loaded here (their input recipes
+    plan the batches); the workers load them again from their ``options``. ``address``: ``local``, ``auto``, a
+    cluster's, or ``True`` (``auto`` where ``RAY_ADDRESS`` is set, else ``local``); ``actors``: the pool's size
+    (default: one per GPU, else one). ``RayError`` in one line for what does not work; the cluster this started
+    is always shut down."""
+    ray = ray_module()
     if ray.is_initialized():
         raise RayError("Ray is already initialised in this process: attnlens connects by itself (--ray ADDRESS)")
     images = [replace(image, path=Path(image.path).resolve()) for image in dataset.images]
     recipes = [model.recipe for _, model in models]
     plan = plan_batches(images, [model for _, model in models], batch_size)
+    options = [(name, _for_workers(model.options)) for name, model in models]
+    address = _address(address)
     _connect(ray, address)
     try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        size = actors or max(1, gpus)
-        cpus = max(1, int(resources.get("CPU", 1)))
-        threads = max(1, (cpus - 1) // size) if not gpus else 1  # a CPU left for decoding
-        remote_args = {"num_gpus": 1 if gpus else 0, "num_cpus": 1 if gpus else threads}
-        check = ray.remote(_check_models).options(**remote_args)
+        placement = _placement(ray, actors, address == "local")
+        check = ray.remote(_check_models).options(**placement.resources)
         try:
-            ray.get(check.remote(options, threads), timeout=PREFLIGHT_TIMEOUT_S)
+            ray.get(check.remote(options, placement.threads), timeout=PREFLIGHT_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError as error:
             raise RayError(f"the Ray workers did not load the models within {PREFLIGHT_TIMEOUT_S} s (is there a "
-                           f"free {'GPU' if gpus else 'CPU'} in the cluster?)") from error
+                           f"free {'GPU' if placement.gpus else 'CPU'} in the cluster?)") from error
         except Exception as error:  # noqa: BLE001 - the user's model failing to import or load on a worker
-            raise RayError(f"the Ray workers cannot load the models: {_first_line(error)} (they import your code "
-                           f"from the folder attnlens runs in, shipped as the job's working_dir)") from error
+            raise RayError(f"on the Ray workers: {_first_line(error)} (they import your code from {os.getcwd()}, "
+                           f"shipped to them, or from what is installed there)") from error
         stream = (ray.data.from_items([{"batch": n} for n in range(len(plan))], override_num_blocks=max(1, len(plan)))
                   .map_batches(_Decode, fn_constructor_args=(images, recipes, plan), batch_size=1, num_cpus=1,
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus - size)))
-                  .map_batches(_Score, fn_constructor_args=(options, images, tuple(references), threads),
-                               batch_size=1, compute=ray.data.ActorPoolStrategy(size=size), **remote_args))
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=placement.decoders))
+                  .map_batches(_Score, fn_constructor_args=(options, images, tuple(references), placement.threads),
+                               batch_size=1, compute=ray.data.ActorPoolStrategy(size=placement.actors),
+                               **placement.resources))
         bar = progress(len(images)) if progress else None
         parts: dict[int, BatchScores] = {}
         try:

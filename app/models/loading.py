@@ -96,6 +96,7 @@ class LoadedModel:
     warnings: list[str] = field(default_factory=list)  # what loading found that works, but not as the user may think
     takes_image_list: bool = False  # torchvision detectors take a list of images, not a batch
     reference_layers: list[str] = field(default_factory=list)  # where reference maps are computed (none: no 4-D map)
+    options: ModelOptions | None = None  # what it was loaded from, to load it again elsewhere (None: a module given)
 
     @property
     def input_size(self) -> int:
@@ -629,7 +630,8 @@ def load_model(model: ModelOptions | str | nn.Module | ModelSpec | None = None, 
     _refuse_unrunnable(built.module, name)
     loaded = LoadedModel(name=name, module=built.module.eval().to(target), device=target, recipe=recipe,
                          reader=infer_reader(None, 1, "maps"), labels=list(labels or []),
-                         blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module))
+                         blocks_trained=built.blocks_trained, takes_image_list=_takes_image_list(built.module),
+                         options=None if given is not None else model)
     loaded.blocks, output, found_layers = _probe(loaded, model.blocks or {})
     classes = getattr(built.module, "nc", None)
     classes = classes if isinstance(classes, int) and classes > 0 else len(labels) if labels else None

@@ -51,7 +51,10 @@ def _gc_model(weight: float) -> ModelSpec:
         block.conv_mask.weight.zero_()
         block.conv_mask.weight[0, 0] = weight  # the mask's logits: weight x red (input in [0, 1])
         block.conv_mask.weight[0, 2] = -weight / 2
-    model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same model in every process that builds it (the Ray workers do too)
+        head = nn.Linear(3, 2)
+    model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
     return ModelSpec(model, input_size=96, resize="letterbox", normalize="none", task="classify", labels=["a", "b"])
 
 
