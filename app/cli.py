@@ -430,6 +430,10 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
     try:
         if args.ray_actors and not args.ray:
             raise ValueError("--ray-actors goes with --ray")
+        if args.ray:
+            from .evaluation.distributed import ray_module
+
+            ray_module()  # Ray missing is said before the models load
         base = _model_options(argparse.Namespace(**{**vars(args), "model": None}))
         if args.models:
             chosen = models_to_serve(base, args.models)

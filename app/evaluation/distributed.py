@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +30,7 @@ from .run import BatchScores, _Prepared, plan_batches, score_batch
 __all__ = ["RayError", "evaluate_on_ray", "ray_module"]
 
 INSTALL = "pip install 'attnlens[ray]'"
+CONNECT_TIMEOUT_S = 5
 PREFLIGHT_TIMEOUT_S = 120  # for the workers to import and load every model once, before the run
 SHIPPED_EXCLUDES = ["venv", "__pycache__", "*.pt", "*.pth", "*.safetensors", "runs", "build", "dist",
                     "e2e-screenshots"]  # besides what .gitignore and Ray leave out (.git, .venv)
@@ -39,6 +42,11 @@ class RayError(DataError):
 
 def ray_module():
     """Ray, with Ray Data; ``RayError`` saying how to install it where it is not."""
+    # Ray sends this machine's token (``ray start`` wrote it) to a cluster it starts or finds by itself, not to
+    # one named by its address, unless asked before it is imported (a cluster without tokens accepts one)
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                                              or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
         import ray.data  # noqa: F401
@@ -109,6 +117,23 @@ def _address(address: str | bool) -> str:
     return str(address)
 
 
+def _check_reachable(address: str) -> None:
+    """A cluster's address (``host:port``, ``ray://host:port``; ``auto``: ``RAY_ADDRESS``'s, where set) answers on
+    TCP, or ``RayError`` at once: Ray itself would wait for it for minutes."""
+    named = address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        named = f"{address} (RAY_ADDRESS)"
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if address in ("", "local", "auto") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise RayError(f"no Ray cluster answers at {named} ({error.strerror or error}): start one there with "
+                       f"ray start --head, or give --ray local") from error
+
+
 def _for_workers(options: ModelOptions) -> ModelOptions:
     """The options with their files (a checkpoint, weights, labels) as absolute paths: the workers run in a copy of
     the current folder (which leaves weights out), a shared disk keeps the paths."""
@@ -117,21 +142,28 @@ def _for_workers(options: ModelOptions) -> ModelOptions:
     return options.model_copy(update=files)
 
 
-def _connect(ray, address: str) -> None:
-    """``local``: a cluster of this machine for the run (loopback, no dashboard); ``auto`` (or ``RAY_ADDRESS``) or
-    an address: join that cluster. The current folder goes to the workers as the job's ``working_dir``."""
+@contextmanager
+def _cluster(ray, address: str):
+    """Connected for the run, and disconnected after it (what ``local`` started, stopped). ``local``: a cluster of
+    this machine (loopback, no dashboard); ``auto`` (or ``RAY_ADDRESS``) or an address: join that cluster. The
+    current folder goes to the workers as the job's ``working_dir``."""
     runtime_env = {"working_dir": os.getcwd(), "excludes": SHIPPED_EXCLUDES,
                    "env_vars": {"YOLO_AUTOINSTALL": "False", "YOLOv5_AUTOINSTALL": "False"}}
     quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": logging.ERROR}
+    _check_reachable(address)
     try:
-        if address == "local":
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
-        else:
-            ray.init(address=address, **quiet)
-        ray.data.DataContext.get_current().enable_progress_bars = False  # attnlens shows its own
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # and says what went wrong in one line
-    except Exception as error:  # noqa: BLE001 - Ray's own errors (no cluster there, a working_dir too large ...)
-        raise RayError(f"cannot start or join the Ray cluster ({address}): {_first_line(error)}") from error
+        try:
+            if address == "local":
+                ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+            else:
+                ray.init(address=address, **quiet)
+            ray.data.DataContext.get_current().enable_progress_bars = False  # attnlens shows its own
+            logging.getLogger("ray.data").setLevel(logging.ERROR)  # and says what went wrong in one line
+        except Exception as error:  # noqa: BLE001 - Ray's own errors (no cluster there, a working_dir too large ...)
+            raise RayError(f"cannot start or join the Ray cluster ({address}): {_first_line(error)}") from error
+        yield
+    finally:
+        ray.shutdown()
 
 
 class _Placement(NamedTuple):
@@ -177,8 +209,7 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
     plan = plan_batches(images, [model for _, model in models], batch_size)
     options = [(name, _for_workers(model.options)) for name, model in models]
     address = _address(address)
-    _connect(ray, address)
-    try:
+    with _cluster(ray, address):
         placement = _placement(ray, actors, address == "local")
         check = ray.remote(_check_models).options(**placement.resources)
         try:
@@ -208,8 +239,6 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
         finally:
             if bar is not None:
                 bar.close()
-    finally:
-        ray.shutdown()
     total = BatchScores()
     for number in range(len(plan)):  # in plan order: the local run's order
         total.add(parts[number])

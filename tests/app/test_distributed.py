@@ -1,0 +1,135 @@
+"""``attnlens eval --ray``: the evaluation on a Ray cluster gives a local run's files, byte for byte; a model the
+workers cannot import is one line, soon; Ray missing is one line; the cluster is always shut down. Through the CLI
+process, on clusters of this machine (2 CPUs, no dashboard): one attnlens starts (``--ray local``, on loopback) and
+one the tests start (``ray start --head``, found through ``RAY_ADDRESS``)."""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from tests.app.labelled_data import write_dataset
+
+pytest.importorskip("ray.data", reason="the Ray tests need the ray extra: pip install -e '.[test,ray]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("tests.app.labelled_data:flat_context", "tests.app.labelled_data:red_context")
+FILES = ("summary.json", "per_image.csv", "report.html")
+
+
+def attnlens(*args, env=None, cwd=ROOT, prelude=""):
+    """The CLI in a process of its own (``prelude``: Python run before it, in that process only)."""
+    code = f"import sys\n{prelude}\nfrom attnlens.cli import main\nmain(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def ray_daemons() -> set[int]:
+    """The pids of the Ray clusters' daemons running on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and command.rsplit(b"/", 1)[-1] in (b"gcs_server", b"raylet"):
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray") / "data"
+    yaml, _ = write_dataset(root)
+    (root / "images" / "val" / "f.png").write_bytes(b"not an image")  # skipped the same way on Ray
+    return yaml
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray cluster started as users start one (``ray start --head``): its address, for ``RAY_ADDRESS``."""
+    ray = Path(sys.executable).with_name("ray")
+    started = subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--include-dashboard", "false", "--port", "0",
+                              "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        address = re.search(r"--address='?([\d.]+:\d+)", started.stdout + started.stderr)
+        assert address, started.stdout
+        yield address.group(1)
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_path):
+    common = ["eval", "--data", dataset, "--model", MODELS[0], "--model", MODELS[1], "--device", "cpu",
+              "--batch-size", "2", "--reference", "gradcam,eigencam"]
+    local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    before = ray_daemons()
+    on_ray = attnlens(*common, "--ray", "local", "--out", tmp_path / "ray", env={"RAY_ADDRESS": ""})
+    assert on_ray.returncode == 0, on_ray.stderr
+    for name in FILES:  # the same images, batches, measures, intervals, kept best / worst images
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert "skipped (first: images/val/f.png" in on_ray.stderr
+    assert on_ray.stdout.splitlines()[:-1] == local.stdout.splitlines()[:-1]  # the table (then where it wrote)
+    # Ray's own lines (its INFO log, warnings about the working_dir, progress bars) stay off the terminal
+    assert not [line for line in on_ray.stderr.splitlines() if "INFO" in line or "WARNING" in line]
+    time.sleep(1)
+    assert not ray_daemons() - before, "the cluster --ray local started is still running"
+
+
+def test_ray_missing_and_ray_mistakes_are_one_line(dataset, tmp_path):
+    """(Before the tests' cluster starts: ``auto`` must find none.)"""
+    missing = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--ray", prelude="sys.modules['ray'] = None",
+                       cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == \
+        "attnlens: --ray needs Ray (Ray Data): pip install 'attnlens[ray]'"
+    alone = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--ray-actors", "2")
+    assert alone.returncode == 2 and alone.stderr.strip() == "attnlens: --ray-actors goes with --ray"
+    start = time.monotonic()  # Ray itself waits minutes for an address nothing answers at
+    nowhere = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray",
+                       env={"RAY_ADDRESS": "127.0.0.1:9"})
+    assert time.monotonic() - start < 30
+    assert nowhere.returncode == 2 and nowhere.stderr.strip().startswith(
+        "attnlens: no Ray cluster answers at 127.0.0.1:9 (RAY_ADDRESS)"), nowhere.stderr
+    none_running = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray", "auto",
+                            env={"RAY_ADDRESS": ""}, cwd=ROOT)
+    assert none_running.returncode == 2 and none_running.stderr.count("\n") == 1, none_running.stderr
+    assert none_running.stderr.startswith("attnlens: cannot start or join the Ray cluster (auto)")
+
+
+def test_a_model_the_workers_cannot_import_is_one_line_soon(cluster, dataset, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "private_models.py").write_text("from tests.app.labelled_data import red_context  # noqa: F401\n")
+    start = time.monotonic()
+    # importable here (the driver's sys.path), not on the workers: neither in the folder shipped nor installed
+    failed = attnlens("eval", "--data", dataset, "--model", "private_models:red_context", "--device", "cpu",
+                      "--ray", env={"RAY_ADDRESS": cluster}, prelude=f"import sys; sys.path.insert(0, {str(elsewhere)!r})")
+    assert time.monotonic() - start < 60
+    assert failed.returncode == 2
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("attnlens: on the Ray workers: cannot import private_models:red_context"), failed.stderr
+    assert "No module named 'private_models'" in last and str(ROOT) in last
+    assert "Traceback" not in failed.stderr
+
+
+def test_the_cluster_users_started_is_joined(cluster, dataset, tmp_path):
+    """``--ray`` alone joins RAY_ADDRESS's cluster, which is left running."""
+    common = ["eval", "--data", dataset, "--model", MODELS[1], "--device", "cpu", "--reference", "none", "--json"]
+    local = attnlens(*common, "--workers", "0")
+    joined = attnlens(*common, "--ray", "--ray-actors", "1", env={"RAY_ADDRESS": cluster})
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout == local.stdout
+    assert ray_daemons(), "attnlens stopped a cluster it did not start"
+
+
+def test_a_module_given_in_python_cannot_go_to_the_workers(dataset):
+    from attnlens.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="the workers load each model again from its options: give mine"):
+        evaluate([("mine", nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))], dataset, ray="local")
