@@ -8,7 +8,12 @@ forward without capture; (2) the evaluation: ``attnlens.evaluation.evaluate_data
 batch). Prints images/s (median [range]) and the ratios to the plain forward, for the default model and a
 YOLO-style detector at 640.
 
-    python benchmarks/eval.py [--images 48] [--repeats 3] [--batch-size 8] [--workers 2] [--threads 2]
+With ``--ray``: instead, the whole evaluation (``attnlens.evaluate``, Grad-CAM reference, the default model) run
+locally and on a Ray cluster of this machine (``ray="local"``: the cluster started, the folder shipped, the
+model loaded on the workers, the cluster stopped), taking turns; prints seconds (median [range]), the ratio and
+the difference, Ray's overhead on this machine.
+
+    python benchmarks/eval.py [--images 48] [--repeats 3] [--batch-size 8] [--workers 2] [--threads 2] [--ray]
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from attnlens.evaluation import read_dataset  # noqa: E402
+from attnlens.evaluation import evaluate, read_dataset  # noqa: E402
 from attnlens.evaluation.run import _collate, _Prepared, evaluate_dataset, plan_batches  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
@@ -69,10 +74,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ray", action="store_true", help="the local run against --ray local, end to end")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         dataset = read_dataset(write_set(Path(folder), args.images))
+        if args.ray:
+            return ray_overhead(dataset, args)
         print(f"torch {torch.__version__}, cpu, threads {args.threads}, {args.images} images (long side 640), "
               f"batch {args.batch_size}, {args.workers} workers, {args.repeats} rounds: images/s median [range]")
         for label, options in (("default model (efficientnet_lite0, short side 224)", {}),
@@ -96,6 +104,31 @@ def main() -> None:
             for name, values in rates.items():
                 median = statistics.median(values)
                 print(f"  {name:26} {median:7.1f}  [{min(values):.1f}-{max(values):.1f}]  {median / base:.2f}x plain")
+
+
+def ray_overhead(dataset, args) -> None:
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    model = load_model(device="cpu")
+    runs = {"local": lambda: evaluate([("m", model)], dataset, workers=args.workers, batch_size=args.batch_size),
+            "--ray local": lambda: evaluate([("m", model)], dataset, batch_size=args.batch_size, ray="local")}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    results = {}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            results[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    assert results["local"] == results["--ray local"], "the Ray run's summary differs from the local run's"
+    print(f"torch {torch.__version__}, cpu, threads {args.threads}, {args.images} images (long side 640), batch "
+          f"{args.batch_size}, default model with Grad-CAM, {args.repeats} rounds: seconds end to end, median [range]")
+    base = statistics.median(seconds["local"])
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"  {name:12} {median:7.2f} s  [{min(values):.2f}-{max(values):.2f}]  {median / base:.2f}x local  "
+              f"{median - base:+.2f} s")
+    print("  summaries equal: yes")
 
 
 if __name__ == "__main__":

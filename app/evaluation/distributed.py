@@ -75,9 +75,9 @@ def _load_all(options: Sequence[tuple[str, ModelOptions]], threads: int) -> list
     return [(name, Engine(load_model(model))) for name, model in options]
 
 
-def _check_models(options: Sequence[tuple[str, ModelOptions]], threads: int) -> list[str]:
-    """The preflight task: load every model as an actor will, say what each loaded as."""
-    return [f"{name}: {engine.model.task}" for name, engine in _load_all(options, threads)]
+def _check_models(options: Sequence[tuple[str, ModelOptions]], threads: int) -> None:
+    """The preflight task: every model loaded as an actor will load it (what fails, fails here, in one line)."""
+    _load_all(options, threads)
 
 
 class _Decode:
