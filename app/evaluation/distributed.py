@@ -81,18 +81,17 @@ def _check_models(options: Sequence[tuple[str, ModelOptions]], threads: int) -> 
 
 
 class _Decode:
-    """CPU stage: a planned batch's images decoded and prepared by every model's recipe (a local run's
-    DataLoader workers do the same)."""
+    """CPU stage: a planned batch's images (a row: its number and its images' places in the list) decoded and
+    prepared by every model's recipe (a local run's DataLoader workers do the same)."""
 
-    def __init__(self, images, recipes, plan):
-        self.prepared, self.plan = _Prepared(images, recipes), plan
+    def __init__(self, images, recipes):
+        self.prepared = _Prepared(images, recipes)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        numbers = [int(n) for n in batch["batch"]]
-        items = [pickle.dumps([self.prepared[i] for i in self.plan[n]]) for n in numbers]
-        return {"batch": np.array(numbers), "items": np.array(items, dtype=object)}
+        items = [pickle.dumps([self.prepared[int(i)] for i in places]) for places in batch["images"]]
+        return {"batch": batch["batch"], "items": np.array(items, dtype=object)}
 
 
 class _Score:
@@ -220,8 +219,9 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
         except Exception as error:  # noqa: BLE001 - the user's model failing to import or load on a worker
             raise RayError(f"on the Ray workers: {_first_line(error)} (they import your code from {os.getcwd()}, "
                            f"shipped to them, or from what is installed there)") from error
-        stream = (ray.data.from_items([{"batch": n} for n in range(len(plan))], override_num_blocks=max(1, len(plan)))
-                  .map_batches(_Decode, fn_constructor_args=(images, recipes, plan), batch_size=1, num_cpus=1,
+        batches = [{"batch": number, "images": places} for number, places in enumerate(plan)]
+        stream = (ray.data.from_items(batches, override_num_blocks=max(1, len(plan)))
+                  .map_batches(_Decode, fn_constructor_args=(images, recipes), batch_size=1, num_cpus=1,
                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=placement.decoders))
                   .map_batches(_Score, fn_constructor_args=(options, images, tuple(references), placement.threads),
                                batch_size=1, compute=ray.data.ActorPoolStrategy(size=placement.actors),
