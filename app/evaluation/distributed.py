@@ -206,6 +206,8 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
     images = [replace(image, path=Path(image.path).resolve()) for image in dataset.images]
     recipes = [model.recipe for _, model in models]
     plan = plan_batches(images, [model for _, model in models], batch_size)
+    if not plan:  # no images: nothing to start a cluster for (a local run scores nothing either)
+        return BatchScores()
     options = [(name, _for_workers(model.options)) for name, model in models]
     address = _address(address)
     with _cluster(ray, address):
