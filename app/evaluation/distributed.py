@@ -103,10 +103,9 @@ class _Score:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        numbers = [int(n) for n in batch["batch"]]
-        parts = [pickle.dumps(score_batch(self.engines, self.images, self.references, n, pickle.loads(items)))
-                 for n, items in zip(numbers, batch["items"])]
-        return {"batch": np.array(numbers), "scores": np.array(parts, dtype=object)}
+        parts = [pickle.dumps(score_batch(self.engines, self.images, self.references, int(n), pickle.loads(items)))
+                 for n, items in zip(batch["batch"], batch["items"])]
+        return {"batch": batch["batch"], "scores": np.array(parts, dtype=object)}
 
 
 def _address(address: str | bool) -> str:
