@@ -133,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="With --data: every map of every model (--model A --model B, or --models FILE.toml) scored "
                     "against the boxes of a labelled dataset (YOLO data.yaml, or COCO JSON with --images): energy, "
                     "area, lift and pointing per image, means with bootstrap 95% intervals overall, per class and "
-                    "per size, paired comparisons of the models; --out writes summary.json, per_image.csv, "
-                    "report.html and figure.png/.pdf. Without --data: the default model's blocks on held-out "
-                    "composites (the model card's scores).")
+                    "per size, paired comparisons of the models; for detectors also COCO AP (as pycocotools computes "
+                    "it) and each labelled object found or missed, with where each map looked on it; --out writes "
+                    "summary.json, per_image.csv, report.html and figure.png/.pdf, and for detectors "
+                    "ground_truth.json, detections/MODEL.json (COCO formats) and per_object.csv. Without --data: the "
+                    "default model's blocks on held-out composites (the model card's scores).")
     evaluate.add_argument("--data", type=Path, help="a YOLO data.yaml or a COCO detection JSON")
     evaluate.add_argument("--images", type=Path, help="COCO: the folder of the images (default: the JSON's)")
     evaluate.add_argument("--split", default="val", help="YOLO: the split to score (default val)")
@@ -146,7 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="reference maps scored beside the blocks': " + ", ".join(REFERENCE_METHODS) +
                                ", comma-separated (one pass serves them all), or none (default gradcam, where a "
                                "model has layers for it)")
-    evaluate.add_argument("--out", type=Path, help="write summary.json, per_image.csv, report.html, figure.png/.pdf")
+    evaluate.add_argument("--out", type=Path, help="write summary.json, per_image.csv, report.html, figure.png/.pdf "
+                                                   "(detectors: ground_truth.json, detections/, per_object.csv)")
+    evaluate.add_argument("--ap-conf", type=float, default=0.001, metavar="CONF",
+                          help="detectors: the confidence threshold of the detections AP is computed from (default "
+                               "0.001, as detector validation; --conf, default 0.25, decides found / missed)")
+    evaluate.add_argument("--ap-max-det", type=_positive, default=300, metavar="N",
+                          help="detectors: at most this many detections per image for AP (default 300; COCO's AP "
+                               "counts the best 100 per image and class)")
     evaluate.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default 2)")
     evaluate.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
@@ -447,22 +456,18 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
         summary = evaluate(models, args.data, args.images, args.split, args.limit, classes, args.reference, args.out,
                            args.batch_size, args.workers, args.seed,
                            progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr),
-                           ray=args.ray, ray_actors=args.ray_actors)
+                           ray=args.ray, ray_actors=args.ray_actors, ap_conf=args.ap_conf, ap_max_det=args.ap_max_det)
     except (ModelLoadError, DataError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
-    skipped = summary["dataset"]["skipped"]
-    if skipped:
-        first = skipped[0]
-        print(f"attnlens: warning: {len(skipped)} skipped (first: {first['file']}"
-              f"{':' + str(first['line']) if first['line'] else ''}: {first['reason']}); all are in the summary",
-              file=sys.stderr)
+    if skipped := summary["dataset"]["skipped"]:
+        print(f"attnlens: warning: {_skipped_line(skipped)}; all are in the summary", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=answers)
         return 0
     dataset = summary["dataset"]
-    print(f"{dataset['images']} images, {dataset['objects']} objects, {dataset['backgrounds']} backgrounds (not "
-          f"scored); means over images [bootstrap 95% interval]")
+    print(f"{_plural(dataset['images'], 'image')}, {_plural(dataset['objects'], 'object')}, "
+          f"{_plural(dataset['backgrounds'], 'background')} (not scored); means over images [bootstrap 95% interval]")
     width = max(len(name) for name in summary["models"])
     print(f"{'model':{width}} {'map':34} {'energy':>22} {'lift':>22} {'pointing':>22}")
     for row in summary["rows"]:
@@ -473,9 +478,49 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
         if c["measure"] == "energy" and c["mean_diff"] is not None:
             print(f"{c['b']} - {c['a']} on {c['map']}: energy {c['mean_diff']:+.3f} [{c['ci95'][0]:+.3f}, "
                   f"{c['ci95'][1]:+.3f}], higher on {c['b_higher_share']:.0%} of images")
+    _print_detection(summary)
     if args.out:
-        print(f"wrote {args.out}/summary.json, per_image.csv, report.html, figure.png and figure.pdf")
+        print(f"wrote {args.out}/summary.json, per_image.csv, report.html, figure.png and figure.pdf" +
+              (", ground_truth.json, detections/ and per_object.csv" if summary.get("detection") else ""))
     return 0
+
+
+def _plural(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
+def _skipped_line(skipped: list[dict]) -> str:
+    """What was skipped, counted by kind of reason, with each kind's first case."""
+    kinds: dict[str, list[dict]] = {}
+    for entry in skipped:
+        kinds.setdefault(entry.get("kind", "other"), []).append(entry)
+    parts = []
+    for kind, entries in sorted(kinds.items(), key=lambda item: -len(item[1])):
+        first = entries[0]
+        parts.append(f"{len(entries)} {kind} (first: {first['file']}{':' + str(first['line']) if first['line'] else ''}"
+                     f": {first['reason']})")
+    return f"{len(skipped)} skipped: " + "; ".join(parts)
+
+
+def _print_detection(summary: dict) -> None:
+    """Each detector's AP figures, found / missed, and the AP comparisons."""
+    detection = summary.get("detection") or {}
+    if not detection:
+        return
+    width = max(len(name) for name in detection)
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+    print(f"\ndetection (COCO AP from detections at conf >= {next(iter(detection.values()))['thresholds']['ap_conf']}; "
+          f"found / missed at the display threshold)")
+    print(f"{'model':{width}} {'AP [95% interval]':>22} " + " ".join(f"{n:>6}" for n in names[1:]) + "  found / objects")
+    for name, entry in detection.items():
+        low, high = entry["ci95"]["AP"]
+        ap = f"{entry['AP']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+        cells = " ".join(f"{entry[n]:6.3f}" if entry[n] >= 0 else f"{'-':>6}" for n in names[1:])
+        print(f"{name:{width}} {ap:>22} {cells}  {entry['found']} / {entry['objects']}")
+    for c in summary["comparisons"]:
+        if c["map"] is None and "class" not in c:
+            interval = f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"][0] is not None else ""
+            print(f"{c['b']} - {c['a']}: {c['measure']} {c['mean_diff']:+.3f}{interval}")
 
 
 def evaluate_blocks(args: argparse.Namespace) -> int:

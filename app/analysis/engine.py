@@ -20,7 +20,7 @@ from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError, users_code
-from attnlens.models.outputs import TargetError
+from attnlens.models.outputs import OutputReader, TargetError
 from attnlens.models.references import METHODS, LayerActivations, gradients_of, reference_maps
 
 from .options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
@@ -33,11 +33,14 @@ __all__ = ["MAX_SIZE", "MIN_SIZE", "PRECISIONS", "AnalyzeOptions", "Engine", "Re
 @dataclass(frozen=True)
 class ReferenceRequest:
     """Reference maps asked of a batch: ``methods`` (``attnlens.models.references.METHODS``), one target per image
-    (None: its top class or best detection) and, of a detection, the ``kind`` of score the gradient methods explain."""
+    (None: its top class or best detection) and, of a detection, the ``kind`` of score the gradient methods explain.
+    ``optional``: a reference that cannot be computed costs only itself (None for the batch, the reason in
+    ``RunResult.reference_errors``), not the run (``TargetError``)."""
 
     methods: tuple[str, ...]
     targets: tuple[int | None, ...]
     kind: str = "class"
+    optional: bool = False
 
     @classmethod
     def of(cls, options: AnalyzeOptions, count: int = 1) -> ReferenceRequest | None:
@@ -50,17 +53,29 @@ class ReferenceRequest:
 class RunResult:
     """One forward pass of a batch of N images: what the output reader gave (``classify``: probabilities
     ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None), every block's maps,
-    and the reference maps asked for (by method, one per image: None where there is nothing to explain)."""
+    and the reference maps asked for (by method, one per image: None where there is nothing to explain; an optional
+    request's methods that could not be computed: None for every image, and why in ``reference_errors``);
+    ``scored``: the output read again by a second reader (``Engine.run``'s ``scoring``), e.g. a detector's boxes
+    at a low confidence threshold for AP."""
 
     predictions: Any
     maps: dict[str, BlockMaps]
     input_size: tuple[int, int]  # (width, height) of the model input
     timings_ms: dict[str, float] = field(default_factory=dict)
     references: dict[str, list[Reference | None]] = field(default_factory=dict)
+    reference_errors: dict[str, str] = field(default_factory=dict)
+    scored: Any = None
 
     def reference(self, i: int) -> Reference | None:
         """Image ``i``'s reference map of the first method asked (the analysis answers one)."""
         return next((maps[i] for maps in self.references.values()), None)
+
+
+def _detached(predictions: Any, task: str) -> Any:
+    """What a reader gave, off any graph (a gradient reference's pass keeps one)."""
+    if task == "classify":
+        return predictions.detach()
+    return [detections.detach() for detections in predictions] if task == "detect" else None
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,29 +102,47 @@ class Engine:
         """Upright RGB image -> ``(1, 3, h, w)`` in [0, 1] by the model's input recipe, and its geometry."""
         return self.model.recipe.prepare(image, size)
 
-    def run(self, batch: Tensor, references: ReferenceRequest | None = None) -> RunResult:
+    def run(self, batch: Tensor, references: ReferenceRequest | None = None,
+            scoring: OutputReader | None = None) -> RunResult:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
         ``references``: reference maps from the same pass (gradients only for the methods that need them;
-        ``no_grad`` otherwise). ``TargetError`` for a target the output lacks; ``ModelRunError`` for a model that
-        fails on the batch (whatever its code raises)."""
+        ``no_grad`` otherwise). ``scoring``: a second reader of the same output (``RunResult.scored``).
+        ``TargetError`` for a target the output lacks (unless the request is ``optional``); ``ModelRunError`` for a
+        model that fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
         model = self.model
         autocast = torch.autocast(model.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
         found: dict[str, list[Reference | None]] = {}
+        errors: dict[str, str] = {}
+        scored = None
+        try:
+            layers = None if references is None else self._layers()
+        except TargetError as error:
+            if not references.optional:
+                raise
+            references, errors = None, dict.fromkeys(references.methods, str(error))
+            found = {method: [None] * batch.shape[0] for method in errors}
         if references is None:
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
-                predictions = self._read(self._forward(batch))
+                output = self._forward(batch)
+                predictions = self._read(output)
+                scored = None if scoring is None else self._read(output, scoring)
         else:
-            layers = self._layers()
             gradients = any(METHODS[method].gradients for method in references.methods)
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps, layers.kept(gradients):
                 output = self._forward(batch)  # any graph starts at the reference layers (LayerActivations.kept)
                 predictions = self._read(output)
+                scored = None if scoring is None else _detached(self._read(output, scoring), scoring.task)
                 with users_code(model.name, model.device, "in the reference map's backward pass"):
-                    found = self._references(output, predictions, layers, references)
-            predictions = predictions.detach() if model.task == "classify" else \
-                [detections.detach() for detections in predictions] if model.task == "detect" else None
+                    try:
+                        found = self._references(output, predictions, layers, references)
+                    except TargetError as error:
+                        if not references.optional:
+                            raise
+                        errors = dict.fromkeys(references.methods, str(error))
+                        found = {method: [None] * batch.shape[0] for method in references.methods}
+            predictions = _detached(predictions, model.task)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         forward_ms = 1000 * (time.perf_counter() - start)
@@ -122,7 +155,7 @@ class Engine:
             torch.cuda.synchronize(model.device)
         return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
                          {"forward": forward_ms, "heatmaps": 1000 * (time.perf_counter() - start) - forward_ms},
-                         found)
+                         found, errors, scored)
 
     def _layers(self) -> LayerActivations:
         """The model's reference layers, ready to keep; ``TargetError`` where there are none to read."""
@@ -143,13 +176,15 @@ class Engine:
         with users_code(self.model.name, self.model.device):
             return self.model.forward(batch)
 
-    def _read(self, output: Any) -> Any:
-        """The output read as the probe pass found it laid out; ``ModelRunError`` if it no longer is."""
+    def _read(self, output: Any, reader: OutputReader | None = None) -> Any:
+        """The output read (by the model's reader, or ``reader``) as the probe pass found it laid out;
+        ``ModelRunError`` if it no longer is."""
+        reader = reader or self.model.reader
         try:
-            return self.model.reader.read(output)
+            return reader.read(output)
         except Exception as error:  # noqa: BLE001 - the model's output changed after the probe
             raise ModelRunError(self.model.name, error, "on this image: its output is not laid out as in the probe "
-                                "pass (" + self.model.reader.layout + ")") from error
+                                "pass (" + reader.layout + ")") from error
 
     def _targets(self, predictions: Any, targets: Sequence[int | None]) -> list[int | None]:
         """Each image's target: the one asked, else its top class or best detection (None: nothing detected)."""

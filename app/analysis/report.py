@@ -19,7 +19,7 @@ from attnlens.models import Detections, InputGeometry
 
 from .render import data_url, heatmap_rgb, png_bytes
 
-__all__ = ["block_report", "detection_report", "finite_lists", "heatmap_report", "prediction_report"]
+__all__ = ["block_report", "detection_report", "detections_on_image", "finite_lists", "heatmap_report", "prediction_report"]
 
 DECIMALS = 5  # rounding of values in the JSON
 
@@ -76,15 +76,22 @@ def prediction_report(probabilities: torch.Tensor, label: Callable[[int], str], 
              for score, index in zip(scores.tolist(), indices.tolist())], int((~finite).sum()))
 
 
-def detection_report(detections: Detections, geometry: InputGeometry,
-                     label: Callable[[int], str]) -> tuple[list[dict], int]:
+def detections_on_image(detections: Detections, geometry: InputGeometry) -> tuple[Detections, int]:
     """One image's boxes, best first, in upright original-image pixels (the input's resize / letterbox undone,
-    clipped to the image), and how many candidates were left out (values not finite, boxes empty, or empty once
-    clipped: outside the image)."""
+    clipped to the image; on the CPU), and how many candidates were left out (values not finite, boxes empty, or
+    empty once clipped: outside the image)."""
     boxes = geometry.boxes_to_image(detections.boxes.cpu())
     inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    kept = Detections(boxes[inside], detections.scores.cpu()[inside], detections.classes.cpu()[inside],
+                      detections.rows.cpu()[inside])
+    return kept, detections.dropped + int((~inside).sum())
+
+
+def detection_report(detections: Detections, geometry: InputGeometry,
+                     label: Callable[[int], str]) -> tuple[list[dict], int]:
+    """``detections_on_image`` as the API's rows: ``box`` (2 decimals), ``index``, ``label``, ``score``."""
+    placed, dropped = detections_on_image(detections, geometry)
     rows = [{"box": [round(float(v), 2) for v in box], "index": int(index), "label": label(int(index)),
              "score": round(float(score), 6)}
-            for box, index, score, keep in zip(boxes.tolist(), detections.classes.tolist(), detections.scores.tolist(),
-                                               inside.tolist()) if keep]
-    return rows, detections.dropped + int((~inside).sum())
+            for box, index, score in zip(placed.boxes.tolist(), placed.classes.tolist(), placed.scores.tolist())]
+    return rows, dropped

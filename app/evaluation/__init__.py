@@ -2,9 +2,10 @@
 
 ``evaluate(models, data)`` reads the dataset (``datasets``), runs every image through every model (``run``),
 scores each map on the objects (``measures``), and sums it up with bootstrap intervals and paired
-comparisons (``summary``); with ``out``, writes ``summary.json``, ``per_image.csv``, ``report.html`` and the
-figure (``outputs``). ``attnlens eval --data ...`` is this function; with ``ray``, the same on a Ray cluster
-(``distributed``).
+comparisons (``summary``); for detectors also COCO AP (``coco_ap``) and each object found or missed with where
+the maps looked (``detection``); with ``out``, writes ``summary.json``, ``per_image.csv``, ``report.html``, the
+figure and, for detectors, ``ground_truth.json``, ``detections/<model>.json``, ``per_object.csv`` (``outputs``).
+``attnlens eval --data ...`` is this function; with ``ray``, the same on a Ray cluster (``distributed``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .coco_ap import AP_CONF, AP_MAX_DET
 from .datasets import DataError, Dataset, read_dataset
+from .detection import evaluate_detections
 from .run import evaluate_dataset
 from .summary import compare, summarise
 
@@ -23,7 +26,7 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
              split: str = "val", limit: int | None = None, classes: Sequence[str] | None = None,
              reference: str | Sequence[str] = "gradcam", out: str | Path | None = None, batch_size: int = 8,
              workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None, ray: str | bool | None = None,
-             ray_actors: int | None = None) -> dict:
+             ray_actors: int | None = None, ap_conf: float = AP_CONF, ap_max_det: int = AP_MAX_DET) -> dict:
     """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
     what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
     ``Dataset``). ``reference``: reference methods scored beside the blocks (``gradcam``, ``gradcam++``,
@@ -31,7 +34,9 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     ``ray``: score on a Ray cluster (``local``: one started for the run; ``auto``: the running one, or
     ``RAY_ADDRESS``'s; or an address; ``True``: ``auto`` where ``RAY_ADDRESS`` is set, else ``local``) with
     ``ray_actors`` model actors (default: one per GPU, else one); the workers load each model again from the
-    options it was loaded from (so not a module built in Python)."""
+    options it was loaded from (so not a module built in Python). ``ap_conf``, ``ap_max_det``: the confidence
+    threshold and the cap per image of the detections a detector's AP is computed from (its own ``conf`` and
+    ``max_det`` decide found / missed, as ``analyze`` shows them)."""
     from attnlens.models import LoadedModel, load_model
     from attnlens.models.references import METHODS
 
@@ -53,15 +58,19 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     if on_ray and (given := [name for name, model in loaded if model.options is None]):
         raise ValueError(f"with ray, the workers load each model again from its options: give {', '.join(given)} as "
                          f"load_model's options (a ModelOptions or a --model string), not as a module")
+    if not 0 <= ap_conf <= 1 or ap_max_det < 1:
+        raise ValueError(f"ap_conf must be in [0, 1] and ap_max_det at least 1, got {ap_conf} and {ap_max_det}")
     methods = tuple(dict.fromkeys(methods))
+    ap = (ap_conf, ap_max_det)
     if on_ray:
         from .distributed import evaluate_on_ray
 
-        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress)
-        scores, kept, skipped = total.scores, total.kept, total.skipped
+        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress, ap)
     else:
-        scores, kept, skipped = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress)
-    dropped = {s.file for s in skipped if s.line is None and s.reason.startswith("unreadable image")}
+        total = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress, ap)
+    scores, kept, skipped = total.scores, total.kept, total.skipped
+    dropped = {s.file for s in skipped if s.kind == "unreadable image"}
+    detection = evaluate_detections(loaded, dataset, dropped, total, seed, ap)
     summary = {
         "models": names,
         "dataset": {"name": dataset.name, "images": len(dataset.images) - len(dropped),
@@ -70,10 +79,12 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
                     "classes": dataset.classes,
                     "skipped": [vars(s) for s in [*dataset.skipped, *skipped]]},
         "rows": summarise(scores, dataset, names, seed),
-        "comparisons": compare(scores, names, seed) if len(names) > 1 else [],
+        "comparisons": (compare(scores, names, seed) if len(names) > 1 else []) + detection.comparisons,
     }
+    if detection.summary:
+        summary["detection"] = detection.summary
     if out is not None:
         from .outputs import write_outputs
 
-        write_outputs(Path(out), summary, scores, kept)
+        write_outputs(Path(out), summary, scores, kept, detection)
     return summary

@@ -16,7 +16,7 @@ import json
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Object:
     box: tuple[float, float, float, float]
     polygon: tuple[tuple[float, float], ...] | None = None
     normalised: bool = False
+    crowd: bool = False  # COCO's iscrowd: a crowd region, which detection AP ignores (no object to find)
+    bbox: tuple[float, float, float, float] | None = None  # COCO: [x, y, w, h] as the file gives it
+    labelled_area: float | None = None  # COCO: the annotation's area (its segment's), which AP's size ranges use
 
     def in_pixels(self, width: int, height: int) -> Object:
         if not self.normalised:
@@ -48,6 +51,12 @@ class Object:
         x0, y0, x1, y1 = self.box
         polygon = None if self.polygon is None else tuple((x * width, y * height) for x, y in self.polygon)
         return Object(self.index, (x0 * width, y0 * height, x1 * width, y1 * height), polygon)
+
+    @property
+    def xywh(self) -> tuple[float, float, float, float]:
+        """``[x, y, w, h]`` in pixels (``in_pixels`` first): the file's own for COCO, else from the box."""
+        x0, y0, x1, y1 = self.box
+        return self.bbox or (x0, y0, x1 - x0, y1 - y0)
 
     @property
     def area(self) -> float:
@@ -67,26 +76,32 @@ class LabelledImage:
     id: str
     path: Path
     objects: tuple[Object, ...] = ()
+    coco_id: Any = None  # COCO: the image's id in the file
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """What was not scored: ``file`` and ``line`` (1-based; None for a whole file) and why."""
+    """What was not scored: ``file`` and ``line`` (1-based; None for a whole file), why, and the kind of reason
+    (the warning counts them by kind)."""
 
     file: str
     line: int | None
     reason: str
+    kind: str = "other"
 
 
 @dataclass
 class Dataset:
-    """``root``: the folder image ids are relative to (YOLO: ``path``; COCO: the images folder)."""
+    """``root``: the folder image ids are relative to (YOLO: ``path``; COCO: the images folder);
+    ``category_ids``: COCO: each class's id in the file; ``counted``: the classes ``--classes`` chose (None: all)."""
 
     name: str
     classes: list[str]
     images: list[LabelledImage]
     skipped: list[Skipped] = field(default_factory=list)
     root: Path | None = None
+    category_ids: list[Any] | None = None
+    counted: tuple[int, ...] | None = None
 
     @property
     def objects(self) -> int:
@@ -140,7 +155,7 @@ def _yolo_objects(label: Path, classes: int, name: str, skipped: list[Skipped]) 
     try:
         text = label.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        skipped.append(Skipped(name, None, f"unreadable label file: {error}"))
+        skipped.append(Skipped(name, None, f"unreadable label file: {error}", "unreadable label file"))
         return ()
     objects = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -150,20 +165,20 @@ def _yolo_objects(label: Path, classes: int, name: str, skipped: list[Skipped]) 
         try:
             values = [float(value) for value in fields]
         except ValueError:
-            skipped.append(Skipped(name, number, f"not a number: {line.strip()[:60]!r}"))
+            skipped.append(Skipped(name, number, f"not a number: {line.strip()[:60]!r}", "bad label row"))
             continue
         index = values[0]
         if index != int(index) or not 0 <= index < classes:
-            skipped.append(Skipped(name, number, f"unknown class {fields[0]} (the dataset has {classes})"))
+            skipped.append(Skipped(name, number, f"unknown class {fields[0]} (the dataset has {classes})", "bad label row"))
             continue
         coordinates = values[1:]
         if not all(math.isfinite(v) for v in coordinates) or not all(0.0 <= v <= 1.0 for v in coordinates):
-            skipped.append(Skipped(name, number, "coordinates outside [0, 1] (YOLO rows are normalised)"))
+            skipped.append(Skipped(name, number, "coordinates outside [0, 1] (YOLO rows are normalised)", "bad label row"))
             continue
         if len(coordinates) == 4:
             cx, cy, w, h = coordinates
             if w <= 0 or h <= 0:
-                skipped.append(Skipped(name, number, "an empty box (width or height 0)"))
+                skipped.append(Skipped(name, number, "an empty box (width or height 0)", "bad label row"))
                 continue
             objects.append(Object(int(index), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True))
         elif len(coordinates) >= 6 and len(coordinates) % 2 == 0:
@@ -172,7 +187,7 @@ def _yolo_objects(label: Path, classes: int, name: str, skipped: list[Skipped]) 
             objects.append(Object(int(index), (min(xs), min(ys), max(xs), max(ys)), points, normalised=True))
         else:
             skipped.append(Skipped(name, number, f"{len(fields)} values: a row is class cx cy w h, or class and a "
-                                                 f"polygon's x y pairs"))
+                                                 f"polygon's x y pairs", "bad label row"))
     return tuple(objects)
 
 
@@ -222,25 +237,26 @@ def _read_coco(path: Path, images_dir: Path | None) -> Dataset:
     files = {}
     for number, image in enumerate(data["images"], 1):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            skipped.append(Skipped(path.name, None, f"image entry {number}: needs an id and a file_name"))
+            skipped.append(Skipped(path.name, None, f"image entry {number}: needs an id and a file_name", "bad image entry"))
             continue
         files[image["id"]] = image["file_name"]
         by_image[image["id"]] = []
     for number, annotation in enumerate(data.get("annotations", []), 1):
         where = f"annotation {number}" + (f" (id {annotation.get('id')})" if isinstance(annotation, dict) else "")
         if not isinstance(annotation, dict) or annotation.get("image_id") not in by_image:
-            skipped.append(Skipped(path.name, None, f"{where}: no image with that image_id"))
+            skipped.append(Skipped(path.name, None, f"{where}: no image with that image_id", "bad annotation"))
             continue
         if annotation.get("category_id") not in index_of:
-            skipped.append(Skipped(path.name, None, f"{where}: unknown category_id {annotation.get('category_id')}"))
+            skipped.append(Skipped(path.name, None, f"{where}: unknown category_id {annotation.get('category_id')}",
+                                   "bad annotation"))
             continue
         try:
             x, y, w, h = (float(v) for v in annotation["bbox"])
         except (KeyError, TypeError, ValueError):
-            skipped.append(Skipped(path.name, None, f"{where}: bbox must be [x, y, w, h] numbers"))
+            skipped.append(Skipped(path.name, None, f"{where}: bbox must be [x, y, w, h] numbers", "bad annotation"))
             continue
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-            skipped.append(Skipped(path.name, None, f"{where}: an empty or non-finite bbox"))
+            skipped.append(Skipped(path.name, None, f"{where}: an empty or non-finite bbox", "bad annotation"))
             continue
         polygon = None
         segmentation = annotation.get("segmentation")
@@ -248,10 +264,14 @@ def _read_coco(path: Path, images_dir: Path | None) -> Dataset:
                 len(segmentation) == 1 and len(segmentation[0]) >= 6:
             coordinates = segmentation[0]
             polygon = tuple(zip(map(float, coordinates[0::2]), map(float, coordinates[1::2])))
+        area = annotation.get("area")
+        area = float(area) if isinstance(area, (int, float)) and math.isfinite(area) and area >= 0 else None
         by_image[annotation["image_id"]].append(Object(index_of[annotation["category_id"]], (x, y, x + w, y + h),
-                                                       polygon))
-    images = [LabelledImage(files[key], folder / files[key], tuple(objects)) for key, objects in by_image.items()]
-    return Dataset(path.stem, [str(c.get("name", c["id"])) for c in categories], images, skipped, folder)
+                                                       polygon, crowd=bool(annotation.get("iscrowd", 0)),
+                                                       bbox=(x, y, w, h), labelled_area=area))
+    images = [LabelledImage(files[key], folder / files[key], tuple(objects), key) for key, objects in by_image.items()]
+    return Dataset(path.stem, [str(c.get("name", c["id"])) for c in categories], images, skipped, folder,
+                   [c["id"] for c in categories])
 
 
 def read_dataset(data: str | Path, images: str | Path | None = None, split: str = "val", limit: int | None = None,
@@ -265,8 +285,9 @@ def read_dataset(data: str | Path, images: str | Path | None = None, split: str 
     dataset = _read_coco(path, Path(images) if images else None) if path.suffix == ".json" else _read_yolo(path, split)
     if classes:
         wanted = _chosen_classes(classes, dataset.classes)
-        dataset.images = [LabelledImage(image.id, image.path, tuple(o for o in image.objects if o.index in wanted))
+        dataset.images = [replace(image, objects=tuple(o for o in image.objects if o.index in wanted))
                           for image in dataset.images]
+        dataset.counted = tuple(sorted(wanted))
     if limit is not None and limit < len(dataset.images):
         dataset.images = sorted(random.Random(seed).sample(dataset.images, limit), key=lambda image: image.id)
     if not dataset.images:

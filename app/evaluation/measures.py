@@ -20,7 +20,7 @@ Pillow). COCO sizes, by the object's area in pixels: small < 32², medium < 96²
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +33,8 @@ from attnlens.models import InputGeometry
 
 from .datasets import Object
 
-__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "mask_region", "measure", "region_of",
-           "regions_of", "to_image"]
+__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "mask_region", "measure", "object_measures",
+           "region_of", "regions_of", "size_of", "to_image"]
 
 TOLERANCE_PX = 15
 FLAT = 1e-5  # a map whose range is below this share of its magnitude is flat (float noise is not a pattern)
@@ -55,21 +55,31 @@ class Region:
     near: Tensor
 
 
+def _box_window(box: tuple[float, float, float, float], height: int, width: int,
+                device) -> tuple[tuple[slice, slice], Region] | None:
+    """A box's region within the window it can reach (the box and ``TOLERANCE_PX`` around it, on the image):
+    the window's ``(rows, columns)`` slices and the region over it; None where the window is off the image."""
+    x0, y0, x1, y1 = box
+    top, bottom = max(0, math.floor(y0 - TOLERANCE_PX)), min(height, math.ceil(y1 + TOLERANCE_PX) + 1)
+    left, right = max(0, math.floor(x0 - TOLERANCE_PX)), min(width, math.ceil(x1 + TOLERANCE_PX) + 1)
+    if top >= bottom or left >= right:
+        return None
+    ys = torch.arange(top, bottom, device=device, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(left, right, device=device, dtype=torch.float32)[None, :] + 0.5
+    dy = (y0 - ys).clamp_min(0) + (ys - y1).clamp_min(0)
+    dx = (x0 - xs).clamp_min(0) + (xs - x1).clamp_min(0)
+    return ((slice(top, bottom), slice(left, right)),
+            Region((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1), dy ** 2 + dx ** 2 <= TOLERANCE_PX ** 2))
+
+
 def _box_masks(boxes: Iterable[tuple[float, float, float, float]], height: int, width: int, device) -> Region:
     inside = torch.zeros(height, width, dtype=torch.bool, device=device)
     near = torch.zeros_like(inside)
-    rows = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-    cols = torch.arange(width, device=device, dtype=torch.float32) + 0.5
-    for x0, y0, x1, y1 in boxes:
-        top, bottom = max(0, math.floor(y0 - TOLERANCE_PX)), min(height, math.ceil(y1 + TOLERANCE_PX) + 1)
-        left, right = max(0, math.floor(x0 - TOLERANCE_PX)), min(width, math.ceil(x1 + TOLERANCE_PX) + 1)
-        if top >= bottom or left >= right:
-            continue
-        ys, xs = rows[top:bottom, None], cols[None, left:right]
-        dy = (y0 - ys).clamp_min(0) + (ys - y1).clamp_min(0)
-        dx = (x0 - xs).clamp_min(0) + (xs - x1).clamp_min(0)
-        near[top:bottom, left:right] |= dy ** 2 + dx ** 2 <= TOLERANCE_PX ** 2
-        inside[top:bottom, left:right] |= (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    for box in boxes:
+        if (found := _box_window(box, height, width, device)) is not None:
+            window, region = found
+            near[window] |= region.near
+            inside[window] |= region.inside
     return Region(inside, near)
 
 
@@ -133,14 +143,42 @@ def centre_map(width: int, height: int, device) -> Tensor:
     return torch.exp(-(xs[None, :] ** 2 + ys[:, None] ** 2) / 2)
 
 
+def _normalised(heatmap: Tensor) -> tuple[Tensor, Tensor]:
+    """The map min-max normalised (float64; all ones when flat) and where its maximum is (all pixels when flat)."""
+    heatmap = heatmap.double()
+    low, high = heatmap.min(), heatmap.max()
+    if float(high - low) <= FLAT * max(abs(float(high)), abs(float(low)), 1e-30):
+        return torch.ones_like(heatmap), torch.ones_like(heatmap, dtype=torch.bool)
+    return (heatmap - low) / (high - low), heatmap >= high
+
+
 def measure(heatmap: Tensor, region: Region) -> dict[str, float]:
     """``energy``, ``area``, ``lift`` and ``pointing`` of one map ``(H, W)`` (image pixels) on one region (sums
     in float64)."""
-    heatmap = heatmap.double()
-    low, high = heatmap.min(), heatmap.max()
-    flat = float(high - low) <= FLAT * max(abs(float(high)), abs(float(low)), 1e-30)
-    normalised = torch.ones_like(heatmap) if flat else (heatmap - low) / (high - low)
+    normalised, maxima = _normalised(heatmap)
     energy = float((normalised * region.inside).sum() / normalised.sum())
     area = float(region.inside.double().mean())
-    pointing = float(region.near[heatmap >= high if not flat else torch.ones_like(region.near)].double().mean())
+    pointing = float(region.near[maxima].double().mean())
     return {"energy": energy, "area": area, "lift": energy / area if area > 0 else math.nan, "pointing": pointing}
+
+
+def object_measures(heatmap: Tensor, objects: Sequence[Object]) -> list[tuple[float, float]]:
+    """``(energy, pointing)`` of one map ``(H, W)`` (image pixels) on each object (in pixels) alone: ``measure``
+    on ``region_of([object])``, computed within the window each object reaches."""
+    normalised, maxima = _normalised(heatmap)
+    height, width = heatmap.shape
+    total, peaks = normalised.sum(), maxima.sum().double()
+    found = []
+    for obj in objects:
+        if obj.polygon is not None:
+            region = region_of([obj], height, width, heatmap.device)
+            found.append((float((normalised * region.inside).sum() / total), float(region.near[maxima].double().mean())))
+            continue
+        window = _box_window(obj.box, height, width, heatmap.device)
+        if window is None:
+            found.append((0.0, 0.0))
+            continue
+        place, region = window
+        found.append((float((normalised[place] * region.inside).sum() / total),
+                      float((maxima[place] & region.near).sum() / peaks)))
+    return found

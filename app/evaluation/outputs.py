@@ -1,5 +1,6 @@
 """The evaluation's files (a contract scripts rely on, see the README): ``summary.json``, ``per_image.csv``,
-``report.html`` (one self-contained page: opens offline from disk) and ``figure.png`` / ``figure.pdf``."""
+``report.html`` (one self-contained page: opens offline from disk) and ``figure.png`` / ``figure.pdf``; with
+detectors, ``ground_truth.json``, ``detections/<model>.json`` (COCO formats) and ``per_object.csv``."""
 from __future__ import annotations
 
 import base64
@@ -14,16 +15,19 @@ from PIL import ImageDraw
 from attnlens.analysis.imaging import decode_image
 from attnlens.analysis.render import overlay
 
+from .detection import PER_OBJECT_COLUMNS, DetectionResults
 from .measures import MEASURES
 from .run import Kept, Scored, ranked
 
 __all__ = ["write_outputs"]
 
 THUMBNAIL = 160  # px, the long side of a report thumbnail
-BOX_COLOUR = (0, 255, 127)
+BOX_COLOUR = (0, 255, 127)  # labelled boxes (a classifier's: nothing to match them to)
+FOUND_COLOUR, MISSED_COLOUR = (0, 255, 255), (255, 255, 255)  # a detector's, as the page draws them: cyan, white dashed
 
 
-def write_outputs(out: Path, summary: dict, scores: list[Scored], kept: dict) -> None:
+def write_outputs(out: Path, summary: dict, scores: list[Scored], kept: dict,
+                  detection: DetectionResults | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     with open(out / "per_image.csv", "w", newline="", encoding="utf-8") as file:
@@ -31,8 +35,17 @@ def write_outputs(out: Path, summary: dict, scores: list[Scored], kept: dict) ->
         writer.writerow(["image", "model", "map", "type", *MEASURES])
         for s in scores:
             writer.writerow([s.image, s.model, s.map, s.type, *(f"{s.measures['all'][k]:.6g}" for k in MEASURES)])
+    if detection is not None and detection.files:
+        for name, content in detection.files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(json.dumps(content, allow_nan=False))
+        with open(out / "per_object.csv", "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(PER_OBJECT_COLUMNS)
+            for row in detection.per_object:
+                writer.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in row])
     _figure(summary, out)
-    (out / "report.html").write_text(_report(summary, kept), encoding="utf-8")
+    (out / "report.html").write_text(_report(summary, kept, detection.status if detection else {}), encoding="utf-8")
 
 
 def _label(row: dict) -> str:
@@ -58,13 +71,29 @@ def _figure(summary: dict, out: Path) -> None:
         if name == "lift":
             axes.axhline(1, color="black", linewidth=0.8, linestyle="--")
     axes.set_xticks(range(len(rows)), [_label(row) for row in rows], rotation=60, ha="right", fontsize=8)
-    figure.suptitle(f"{summary['dataset']['images']} images: means with bootstrap 95% intervals")
+    scored = summary["dataset"]["images"] - summary["dataset"]["backgrounds"]
+    figure.suptitle(f"{_count(scored, 'image')} scored: means with bootstrap 95% intervals")
     figure.savefig(out / "figure.png", dpi=150)
     figure.savefig(out / "figure.pdf")
 
 
-def _thumbnail(item: Kept, colormap: str = "inferno") -> str:
-    """The image with the map over it and its GT boxes, as a JPEG data URL."""
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, colour, width: int) -> None:
+    x0, y0, x1, y1 = box
+    dash = 4 * width
+    for start in range(0, int(max(x1 - x0, y1 - y0)) + 1, 2 * dash):
+        for a, b in (((x0 + start, y0), (min(x0 + start + dash, x1), y0)), ((x0 + start, y1), (min(x0 + start + dash, x1), y1)),
+                     ((x0, y0 + start), (x0, min(y0 + start + dash, y1))), ((x1, y0 + start), (x1, min(y0 + start + dash, y1)))):
+            if a[0] <= x1 and a[1] <= y1:
+                draw.line([a, b], fill=colour, width=width)
+
+
+def _thumbnail(item: Kept, colormap: str = "inferno", status: dict[int, bool] | None = None) -> str:
+    """The image with the map over it and its GT boxes, as a JPEG data URL; ``status``: a detector's found (cyan) /
+    missed (white, dashed) per object."""
     image = decode_image(item.image.path.read_bytes())
     width, height = image.size
     if item.heatmap is not None:
@@ -73,16 +102,25 @@ def _thumbnail(item: Kept, colormap: str = "inferno") -> str:
         picture = image
     draw = ImageDraw.Draw(picture)
     line = max(2, round(min(width, height) / 120))
-    for obj in item.image.objects:
+    for j, obj in enumerate(item.image.objects):
         placed = obj.in_pixels(width, height)
-        if placed.polygon is not None:
-            draw.polygon(placed.polygon, outline=BOX_COLOUR, width=line)
+        found = None if status is None else status.get(j)
+        colour = BOX_COLOUR if found is None else FOUND_COLOUR if found else MISSED_COLOUR
+        if found is False:
+            _dashed_rectangle(draw, placed.box, colour, line)
+        elif placed.polygon is not None:
+            draw.polygon(placed.polygon, outline=colour, width=line)
         else:
-            draw.rectangle(placed.box, outline=BOX_COLOUR, width=line)
+            draw.rectangle(placed.box, outline=colour, width=line)
     picture.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _missed_caption(status: dict[int, bool] | None) -> str:
+    missed = sum(not found for found in (status or {}).values())
+    return f"<br>{missed} missed (white, dashed)" if missed else ""
 
 
 def _figure_cell(figures: dict) -> str:
@@ -114,25 +152,84 @@ def _bars(rows: list[dict], name: str) -> str:
     return "".join(parts)
 
 
-def _report(summary: dict, kept: dict) -> str:
+def _ap(value: float | None) -> str:
+    return "–" if value is None else "<small>no objects</small>" if value < 0 else f"{value:.3f}"
+
+
+def _detection_section(summary: dict) -> str:
+    """AP per model and class, found / missed, and where each map looked on the objects found and missed."""
+    detection = summary.get("detection")
+    if not detection:
+        return ""
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+    table = ["<div class=scroll><table><tr><th>model</th>" + "".join(f"<th>{n}</th>" for n in names) +
+             "<th>objects found</th><th>missed</th><th>detections</th></tr>"]
+    for model, entry in detection.items():
+        cells = []
+        for n in names:
+            interval = entry["ci95"].get(n)
+            cells.append(f"<td>{_ap(entry[n])}" + (f" <small>[{interval[0]:.3f}, {interval[1]:.3f}]</small>"
+                                                   if interval and interval[0] is not None else "") + "</td>")
+        table.append(f"<tr><td>{html.escape(model)}</td>{''.join(cells)}<td>{entry['found']}</td>"
+                     f"<td>{entry['missed']}</td><td>{entry['detections']}</td></tr>")
+    table.append("</table></div>")
+    classes = list(next(iter(detection.values()))["by_class"])
+    per_class = ["<div class=scroll><table><tr><th>class</th>" +
+                 "".join(f"<th>{html.escape(m)} AP</th><th>AP50</th><th>found</th>" for m in detection) + "</tr>"]
+    for name in classes:
+        cells = "".join(f"<td>{_ap(e['by_class'][name]['AP'])}</td><td>{_ap(e['by_class'][name]['AP50'])}</td>"
+                        f"<td>{e['by_class'][name]['found']} of {e['by_class'][name]['objects']}</td>"
+                        for e in detection.values())
+        per_class.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    per_class.append("</table></div>")
+    attention = ["<div class=scroll><table><tr><th>model</th><th>map</th><th>found: objects</th><th>energy</th>"
+                 "<th>pointing</th><th>missed: objects</th><th>energy</th><th>pointing</th><th>energy found − missed"
+                 "</th></tr>"]
+    for model, entry in detection.items():
+        for key, figures in entry["attention"].items():
+            found, missed = figures["found"], figures["missed"]
+            attention.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(key)}</td><td>{found['objects']}</td>"
+                             f"{_figure_cell(found['energy'])}{_figure_cell(found['pointing'])}<td>{missed['objects']}"
+                             f"</td>{_figure_cell(missed['energy'])}{_figure_cell(missed['pointing'])}"
+                             f"{_figure_cell(figures['found_minus_missed']['energy'])}</tr>")
+    attention.append("</table></div>")
+    thresholds = next(iter(detection.values()))["thresholds"]
+    return f"""<h2>Detection</h2>
+<p>COCO AP (IoU 0.50:0.95, 101 recall points, at most 100 detections per image and class) from each model's
+detections at confidence &ge; {thresholds['ap_conf']} (at most {thresholds['ap_max_det']} per image), written to
+<code>detections/&lt;model&gt;.json</code> beside <code>ground_truth.json</code>, with bootstrap 95% intervals over
+images. An object is <b>found</b> when a detection of its class at the display threshold (confidence &ge;
+{thresholds['conf']}, as <code>attnlens analyze</code> shows them) takes it at IoU &ge; {thresholds['match_iou']}
+(best detections first, as COCO matches); else <b>missed</b>.</p>
+{''.join(table)}<h3>Per class</h3>{''.join(per_class)}
+<h3>Where the maps looked on the objects found and missed</h3>
+<p>Each map's energy (its share inside the object's box) and pointing (its maximum within 15 px of the box), on
+each object alone; means over objects, intervals from a bootstrap over images.</p>{''.join(attention)}"""
+
+
+def _report(summary: dict, kept: dict, status: dict[tuple[str, str], dict[int, bool]] | None = None) -> str:
     rows = summary["rows"]
     dataset = summary["dataset"]
-    table = ["<table><tr><th>#</th><th>model</th><th>map</th><th>type</th><th>images</th><th>energy</th>"
-             "<th>lift</th><th>pointing</th></tr>"]
+    status = status or {}
+    table = ["<div class=scroll><table><tr><th>#</th><th>model</th><th>map</th><th>type</th><th>images</th>"
+             "<th>energy</th><th>lift</th><th>pointing</th></tr>"]
     for i, row in enumerate(rows, 1):
         table.append(f"<tr><td>{i}</td><td>{html.escape(row['model'])}</td><td>{html.escape(row['map'])}</td>"
                      f"<td>{row['type']}</td><td>{row['images']}</td>" +
                      "".join(_figure_cell(row[name]) for name in ("energy", "lift", "pointing")) + "</tr>")
-    table.append("</table>")
-    comparisons = ["<table><tr><th>B vs A</th><th>map</th><th>measure</th><th>mean B - A</th><th>95% interval</th>"
-                   "<th>B higher on</th></tr>"]
+    table.append("</table></div>")
+    comparisons = ["<div class=scroll><table><tr><th>B vs A</th><th>map</th><th>measure</th><th>mean B - A</th>"
+                   "<th>95% interval</th><th>B higher on</th></tr>"]
     for c in summary["comparisons"]:
         if c["mean_diff"] is None:
             continue
-        comparisons.append(f"<tr><td>{html.escape(c['b'])} vs {html.escape(c['a'])}</td><td>{html.escape(c['map'])}"
-                           f"</td><td>{c['measure']}</td><td>{c['mean_diff']:+.3f}</td><td>[{c['ci95'][0]:+.3f}, "
-                           f"{c['ci95'][1]:+.3f}]</td><td>{c['b_higher_share']:.0%} of images</td></tr>")
-    comparisons.append("</table>")
+        where = html.escape(c["map"]) if c["map"] is not None else \
+            f"detection{' · ' + html.escape(c['class']) if 'class' in c else ''}"
+        interval = "–" if c["ci95"][0] is None else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+        share = "–" if c["b_higher_share"] is None else f"{c['b_higher_share']:.0%} of images"
+        comparisons.append(f"<tr><td>{html.escape(c['b'])} vs {html.escape(c['a'])}</td><td>{where}</td>"
+                           f"<td>{c['measure']}</td><td>{c['mean_diff']:+.3f}</td><td>{interval}</td><td>{share}</td></tr>")
+    comparisons.append("</table></div>")
     galleries = []
     for (model, key), heaps in kept.items():
         if key.startswith("baseline/"):
@@ -140,8 +237,9 @@ def _report(summary: dict, kept: dict) -> str:
         best, worst = ranked(heaps)
         strip = []
         for title, items in (("best", best), ("worst", worst)):
-            cells = "".join(f'<figure><img src="{_thumbnail(item)}" alt="{html.escape(item.image.id)}">'
-                            f"<figcaption>{html.escape(item.image.id)}<br>energy {item.energy:.3f}</figcaption>"
+            cells = "".join(f'<figure><img src="{_thumbnail(item, status=status.get((model, item.image.id)))}" '
+                            f'alt="{html.escape(item.image.id)}"><figcaption>{html.escape(item.image.id)}<br>energy '
+                            f"{item.energy:.3f}{_missed_caption(status.get((model, item.image.id)))}</figcaption>"
                             f"</figure>" for item in items)
             strip.append(f"<h4>{title} {len(items)} by energy</h4><div class=strip>{cells}</div>")
         galleries.append(f"<section><h3>{html.escape(model)} · {html.escape(key)}</h3>{''.join(strip)}</section>")
@@ -157,15 +255,18 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; }}
 th {{ background: #f2f2f2; }} small {{ color: #666; }} .strip {{ display: flex; flex-wrap: wrap; gap: 6px; }}
 figure {{ margin: 0; }} figcaption {{ font-size: 11px; max-width: {THUMBNAIL}px; overflow-wrap: anywhere; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }} .scroll {{ overflow-x: auto; max-width: 100%; }}
+code {{ font-size: 12px; }}
 </style></head><body>
 <h1>attnlens eval: {html.escape(dataset['name'])}</h1>
-<p>{dataset['images']} images ({dataset['backgrounds']} backgrounds, not scored), {dataset['objects']} objects;
+<p>{_count(dataset['images'], 'image')} ({_count(dataset['backgrounds'], 'background')}, not scored),
+{_count(dataset['objects'], 'object')};
 models {', '.join(html.escape(m) for m in summary['models'])}. Means over images with bootstrap 95% intervals.
 energy: share of the min-max normalised map inside the objects' boxes; lift: energy / the boxes' area share
 (1 = a uniform map); pointing: the map's maximum within 15 px of a box.</p>
 <h2>Maps</h2>{''.join(table)}
 <div class=charts>{charts}</div>
+{_detection_section(summary)}
 <h2>Comparisons</h2>{''.join(comparisons) if len(comparisons) > 2 else '<p>One model: nothing to compare.</p>'}
 <h2>Where each map does best and worst</h2>{''.join(galleries)}
 <h2>Skipped ({len(dataset['skipped'])})</h2><ul>{skipped}</ul>

@@ -4,16 +4,20 @@ Images are decoded and prepared in DataLoader worker processes, grouped into bat
 (planned from the images' headers), run once per model under capture (``Engine.run``, with reference maps
 when asked: one pass serves every method), and each map is brought to the image and scored on the model's device
 (``measures``); then the maps are dropped, but for each map's best and worst images, kept for the report.
+A detector's boxes are kept twice, in original-image pixels: read at the low threshold AP is computed from
+(``coco_ap.AP_CONF``) and at the model's own (``--conf``, as ``analyze`` shows them); each object of a detector's
+images is scored alone too (``ObjectScore``), for found / missed (``detection``).
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -21,16 +25,19 @@ from torch.utils.data import Dataset as TorchDataset
 
 from attnlens.analysis.engine import Engine, ReferenceRequest
 from attnlens.analysis.imaging import ImageError, decode_image
+from attnlens.analysis.report import detections_on_image
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError
 from attnlens.models.inputs import InputRecipe
-from attnlens.models.outputs import TargetError
+from attnlens.models.outputs import Detections, TargetError
 from attnlens.models.references import METHODS
 
+from .coco_ap import AP_CONF, AP_MAX_DET
 from .datasets import Dataset, LabelledImage, Skipped
-from .measures import centre_map, measure, regions_of, to_image
+from .measures import centre_map, measure, object_measures, regions_of, to_image
 
-__all__ = ["BatchScores", "Kept", "Scored", "evaluate_dataset", "plan_batches", "score_batch", "upright_size"]
+__all__ = ["BatchScores", "DetectedBoxes", "ImageDetections", "Kept", "ObjectScore", "Scored", "evaluate_dataset",
+           "plan_batches", "score_batch", "upright_size"]
 
 BASELINES = ("baseline/uniform", "baseline/centre")
 KEEP = 8  # best and worst images kept per map, for the report
@@ -45,6 +52,44 @@ class Scored:
     map: str
     type: str
     measures: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """One labelled object (``object``: its place among the image's labels) x a detector x map: the map's ``energy``
+    and ``pointing`` on that object alone."""
+
+    image: str
+    model: str
+    object: int
+    map: str
+    type: str
+    energy: float
+    pointing: float
+
+
+@dataclass(frozen=True)
+class DetectedBoxes:
+    """Detections in original-image pixels, best first: ``boxes`` ``(K, 4)`` xyxy, ``scores`` ``(K,)``, ``classes``
+    ``(K,)`` (the model's class indices), numpy."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def placed(cls, detections: Detections, geometry: InputGeometry) -> DetectedBoxes:
+        on_image, _ = detections_on_image(detections, geometry)
+        return cls(on_image.boxes.double().numpy(), on_image.scores.double().numpy(), on_image.classes.numpy())
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """One image's detections by one detector: ``scored`` at the threshold AP is computed from, ``shown`` at the
+    model's own (what ``analyze`` answers: found / missed)."""
+
+    scored: DetectedBoxes
+    shown: DetectedBoxes
 
 
 @dataclass(order=True)
@@ -105,16 +150,21 @@ def _collate(items):
 @dataclass
 class BatchScores:
     """What scoring gives: per-image scores in order, each map's kept best / worst images (``{(model, map): (best
-    heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU) and what was skipped, with why."""
+    heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU), what was skipped, with why; for detectors, each
+    image's detections (``{(model, image id): ImageDetections}``) and each object's scores."""
 
     scores: list[Scored] = field(default_factory=list)
     kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    detections: dict[tuple[str, str], ImageDetections] = field(default_factory=dict)
+    objects: list[ObjectScore] = field(default_factory=list)
 
     def add(self, part: BatchScores) -> None:
         """``part`` (a later batch's) added: the same as if its images had been scored here."""
         self.scores += part.scores
         self.skipped += part.skipped
+        self.detections.update(part.detections)
+        self.objects += part.objects
         for key, heaps in part.kept.items():
             for heap, items in zip(self.kept.setdefault(key, ([], [])), heaps):
                 for item in items:
@@ -123,12 +173,13 @@ class BatchScores:
 
 def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
                      references: Sequence[str] = ("gradcam",), batch_size: int = 8, workers: int = 0,
-                     progress: Callable[[int], Any] | None = None) -> tuple[list[Scored], dict, list[Skipped]]:
-    """Score every map of every model on every labelled image. Returns the per-image scores, the kept best /
-    worst images (``{(model, map): (best heap, worst heap)}``) and what was skipped (unreadable images,
-    images a model failed on). ``references``: the reference methods scored beside the blocks, where a model has
-    layers for them (the gradient methods: where its output is read). ``progress(total)`` returns an object with
-    ``update(n)`` (tqdm)."""
+                     progress: Callable[[int], Any] | None = None,
+                     ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> BatchScores:
+    """Score every map of every model on every labelled image (``BatchScores``: the per-image scores, the kept
+    best / worst images, what was skipped: unreadable images, images a model failed on; detectors' boxes and
+    objects). ``references``: the reference methods scored beside the blocks, where a model has layers for them
+    (the gradient methods: where its output is read). ``ap``: the confidence threshold and cap per image of the
+    detections AP is computed from. ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
     engines = [(name, Engine(model)) for name, model in models]
     images = dataset.images
     batches = plan_batches(images, [model for _, model in models], batch_size)
@@ -137,69 +188,96 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
     total = BatchScores()
     bar = progress(len(images)) if progress else None
     for number, batch in enumerate(loader):
-        total.add(score_batch(engines, images, references, number, batch))
+        total.add(score_batch(engines, images, references, number, batch, ap))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return total.scores, total.kept, total.skipped
+    return total
 
 
 def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[LabelledImage], references: Sequence[str],
-                number: int, batch: Sequence[tuple]) -> BatchScores:
+                number: int, batch: Sequence[tuple], ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> BatchScores:
     """Batch ``number`` of the plan (``plan_batches``): its items ``(i, tensors, geometries)`` (one tensor and
     geometry per model; ``(i, None, why)`` for an unreadable image) run through every engine, every map scored on
-    the model's device. The same for a local run and a Ray actor's (``attnlens.evaluation.distributed``)."""
+    the model's device; a detector's boxes read twice (at ``ap``'s threshold and cap, and at its own). The same for
+    a local run and a Ray actor's (``attnlens.evaluation.distributed``). A reference map that cannot be computed
+    costs only itself on those images (said, as skipped)."""
     part = BatchScores()
     readable = []
     for i, tensors, detail in batch:
         if tensors is None:
-            part.skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}"))
+            part.skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}", "unreadable image"))
         else:
             readable.append((i, tensors, detail))
     counter = itertools.count()
-    # per image and device, shared by the models: its regions, and the baselines' measures on them
+    # per image and device, shared by the models: its objects in pixels, regions, the baselines' measures on them
     regions: dict[tuple[int, torch.device], dict] = {}
-    baselines: dict[tuple[int, torch.device], dict[str, dict]] = {}
+    baselines: dict[tuple[int, torch.device], dict[str, tuple[dict, list]]] = {}
     for position, (name, engine) in enumerate(engines):
         if not readable:
             break
         stacked = torch.stack([tensors[position] for _, tensors, _ in readable])
         model = engine.model
+        detector = model.task == "detect"
         methods = tuple(method for method in references if model.reference_layers
                         and (model.task != "maps" or not METHODS[method].gradients))
+        request = ReferenceRequest(methods, (None,) * len(readable), optional=True) if methods else None
+        scoring = replace(model.reader, conf=ap[0], max_det=max(ap[1], model.reader.max_det)) if detector else None
         try:
-            result = engine.run(stacked, ReferenceRequest(methods, (None,) * len(readable)) if methods else None)
+            result = engine.run(stacked, request, scoring)
         except (ModelRunError, TargetError) as error:
-            part.skipped += [Skipped(images[i].id, None, f"model {name}: {error}") for i, _, _ in readable]
+            part.skipped += [Skipped(images[i].id, None, f"model {name}: {error}", "model failed") for i, _, _ in readable]
             continue
         device = engine.model.device
         for row, (i, _, geometries) in enumerate(readable):
             image, geometry = images[i], geometries[position]
+            if detector:
+                part.detections[name, image.id] = ImageDetections(DetectedBoxes.placed(result.scored[row], geometry),
+                                                                  DetectedBoxes.placed(result.predictions[row], geometry))
             if not image.objects:
                 continue
             width, height = geometry.image_size
+            objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
             if (i, device) not in regions:
-                objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
                 on_image = regions[i, device] = regions_of(objects, height, width, device)
-                baselines[i, device] = {key: {k: measure(values, r) for k, r in on_image.items()}
-                                        for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
-                                                            (BASELINES[1], centre_map(width, height, device)))}
+                baselines[i, device] = {
+                    key: ({k: measure(values, r) for k, r in on_image.items()}, object_measures(values, objects))
+                    for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
+                                        (BASELINES[1], centre_map(width, height, device)))}
             maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
-            maps += [(f"reference/{method}", "reference", found[row].heatmap)
-                     for method, found in result.references.items() if found[row] is not None]
+            for method, found in result.references.items():
+                if found[row] is not None:
+                    maps.append((f"reference/{method}", "reference", found[row].heatmap))
+                else:
+                    why = result.reference_errors.get(method) or "nothing to explain on this image (no detection " \
+                                                                  "above the confidence threshold)"
+                    part.skipped.append(Skipped(image.id, None, f"model {name}, map reference/{method}: {why}",
+                                                f"reference/{method} of {name}"))
             for key, kind, heatmap in maps:
                 if not torch.isfinite(heatmap).all():
-                    part.skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)"))
+                    part.skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)",
+                                                "map not finite"))
                     continue
                 on_image = to_image(heatmap.to(device), geometry)
                 _record(part, Scored(image.id, name, key, kind,
                                      {k: measure(on_image, r) for k, r in regions[i, device].items()}),
                         image, heatmap, geometry, (number, next(counter)))
-            for key, measures in baselines[i, device].items():
+                if detector:
+                    _record_objects(part, image.id, name, key, kind, objects, object_measures(on_image, objects))
+            for key, (measures, per_object) in baselines[i, device].items():
                 _record(part, Scored(image.id, name, key, "baseline", measures), image, None, geometry,
                         (number, next(counter)))
+                if detector:
+                    _record_objects(part, image.id, name, key, "baseline", objects, per_object)
     return part
+
+
+def _record_objects(part: BatchScores, image: str, model: str, key: str, kind: str, objects: Sequence,
+                    measured: Sequence[tuple[float, float]]) -> None:
+    """Each object's scores on one map; crowd regions are no object to find and are left out."""
+    part.objects += [ObjectScore(image, model, j, key, kind, energy, pointing)
+                     for j, (obj, (energy, pointing)) in enumerate(zip(objects, measured)) if not obj.crowd]
 
 
 def _record(part: BatchScores, scored: Scored, image: LabelledImage, heatmap: torch.Tensor | None,
