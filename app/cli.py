@@ -497,7 +497,7 @@ def _skipped_line(skipped: list[dict]) -> str:
     parts = []
     for kind, entries in sorted(kinds.items(), key=lambda item: -len(item[1])):
         first = entries[0]
-        parts.append(f"{len(entries)} {kind} (first: {first['file']}{':' + str(first['line']) if first['line'] else ''}"
+        parts.append(f"{kind} ({len(entries)}; first: {first['file']}{':' + str(first['line']) if first['line'] else ''}"
                      f": {first['reason']})")
     return f"{len(skipped)} skipped: " + "; ".join(parts)
 

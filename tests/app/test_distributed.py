@@ -74,7 +74,7 @@ def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_
     assert on_ray.returncode == 0, on_ray.stderr
     for name in FILES:  # the same images, batches, measures, intervals, kept best / worst images
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
-    assert "1 unreadable image (first: images/val/f.png" in on_ray.stderr
+    assert "unreadable image (1; first: images/val/f.png" in on_ray.stderr
     assert on_ray.stdout.splitlines()[:-1] == local.stdout.splitlines()[:-1]  # the table (then where it wrote)
     # Ray's own lines (its INFO log, warnings about the working_dir, progress bars) stay off the terminal
     assert not [line for line in on_ray.stderr.splitlines() if "INFO" in line or "WARNING" in line]
