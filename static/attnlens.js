@@ -338,8 +338,8 @@ function matchedIn(side, chosen) {
   return best >= 0.3 ? overlaps.indexOf(best) : null;
 }
 
-// a served dataset's labelled boxes: the missed ones (no detection matched) white and dashed, the found ones
-// thin white; returns each box on the canvas with its status
+// a served dataset's labelled boxes: the missed ones (no detection matched) white and dashed, the found ones (and a
+// classifier's, which are not matched) thin white; returns each box on the canvas with its status
 function drawGroundTruth(context, view, truth) {
   context.save();
   const placed = truth.map((g) => {
@@ -349,7 +349,7 @@ function drawGroundTruth(context, view, truth) {
     context.lineWidth = missed ? 2.5 : 1;
     context.setLineDash(missed ? [6, 4] : []);
     context.strokeRect(x, y, w, h);
-    return [...[x, y, w, h].map((v) => Math.round(v)), missed ? "missed" : "found"];
+    return [...[x, y, w, h].map((v) => Math.round(v)), g.status || "labelled"];
   });
   context.restore();
   return placed;
@@ -973,15 +973,21 @@ function showTruth(paragraph, report) {
   const truth = report.ground_truth;
   paragraph.hidden = !truth;
   if (!truth) return;
+  const plural = `${truth.length} labelled box${truth.length === 1 ? "" : "es"}`;
+  if (!report.detections) { // a classifier's answer has no boxes: nothing to match the labelled ones to
+    paragraph.replaceChildren(`Ground truth: ${plural}, not matched: this model gives no boxes (task ${report.task}).`);
+    paragraph.dataset.found = paragraph.dataset.missed = paragraph.dataset.falsePositives = "";
+    return;
+  }
   const found = truth.filter((g) => g.status === "found").length;
-  const falsePositives = (report.detections || []).length - found;
+  const falsePositives = report.detections.length - found;
   const key = (colour, text) => {
     const span = element("span", text);
     span.className = "key";
     span.style.setProperty("--key", colour);
     return span;
   };
-  paragraph.replaceChildren(`Ground truth: ${truth.length} labelled box${truth.length === 1 ? "" : "es"} (IoU ≥ 0.5): `,
+  paragraph.replaceChildren(`Ground truth: ${plural} (IoU ≥ 0.5): `,
     key(MATCH_COLOURS.tp, `${found} found`), ", ", key(MATCH_COLOURS.missed, `${truth.length - found} missed`), ", ",
     key(MATCH_COLOURS.fp, `${falsePositives} false positive${falsePositives === 1 ? "" : "s"}`), ".");
   paragraph.dataset.found = String(found);

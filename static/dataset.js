@@ -1,5 +1,6 @@
 // attnlens page, the Dataset view (attnlens serve --data): a paged grid of a served dataset's images with their
-// labelled boxes, filtered by class and file name, sorted by a map's score from the eval results; a click opens
+// labelled boxes, filtered by class, file name and (a detector's results) missed objects, sorted by a map's score
+// or the objects missed / found from the eval results; a click opens
 // the image in the full view (analyze?dataset=&image=, which answers its ground truth too). Uses attnlens.js's
 // helpers ($, element, analyze, setStatus, explain).
 "use strict";
@@ -23,6 +24,7 @@ function listingUrl() {
   if (sort) params.set("sort", sort);
   if (chosen !== "") params.set("class", chosen);
   if (search) params.set("search", search);
+  if ($("#dataset-missed").checked) params.set("missed", "1");
   return `/api/v1/datasets/${encodeURIComponent(browse.dataset.name)}/images?${params}`;
 }
 
@@ -100,6 +102,8 @@ function chooseDataset(name) {
   $("#dataset-class").replaceChildren(new Option("all", ""), ...classes.map((label, i) => new Option(label, String(i))));
   $("#dataset-sort").replaceChildren(new Option("file name", ""), ...keys.map((key) => new Option(key, key)));
   $("#dataset-sort-pick").hidden = !keys.length;
+  $("#dataset-missed-pick").hidden = !keys.some((key) => key.endsWith("objects:missed"));
+  $("#dataset-missed").checked = false;
   showListing();
 }
 
@@ -115,6 +119,7 @@ async function initDatasets() {
   const again = () => { browse.offset = 0; showListing(); };
   $("#dataset-class").addEventListener("change", again);
   $("#dataset-sort").addEventListener("change", again);
+  $("#dataset-missed").addEventListener("change", again);
   let typing;
   $("#dataset-search").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(again, 250); });
   $("#dataset-prev").addEventListener("click", () => { browse.offset = Math.max(0, browse.offset - PAGE); showListing(); });

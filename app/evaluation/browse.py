@@ -30,6 +30,7 @@ __all__ = ["DatasetBrowser", "DatasetSource", "dataset_sources", "match_detectio
 THUMBNAIL_SIDE = 256  # px, the long side of a listing's thumbnail
 THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
 MATCH_IOU = 0.5  # a detection is a true positive at IoU >= 0.5 with an unmatched box of its class (PASCAL VOC's)
+OBJECT_KEYS = ("objects:missed", "objects:found")  # a detector's labelled objects per image (per_object.csv)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,34 @@ def read_scores(results: Path, dataset: Dataset) -> dict[str, dict[str, float]]:
                 continue
             if math.isfinite(value):
                 scores.setdefault(row["image"], {})[f"{key}:{measure}"] = value
+    for image, counts in _object_counts(path.with_name("per_object.csv"), known, several).items():
+        scores.setdefault(image, {}).update(counts)
     return scores
+
+
+def _object_counts(path: Path, known: set[str], several: bool) -> dict[str, dict[str, float]]:
+    """Per image id, its detectors' objects found and missed from ``per_object.csv`` (``OBJECT_KEYS``, after
+    ``MODEL/`` when the results hold several models); none without the file."""
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"cannot read the eval results {path}: {error}") from error
+    if rows and not {"image", "model", "object", "found"} <= set(rows[0]):
+        raise DataError(f"{path}: not an attnlens eval per_object.csv (columns image, model, object, found, ...)")
+    status: dict[tuple[str, str], dict[str, bool]] = {}
+    for row in rows:
+        if row["image"] in known and row["found"] in ("0", "1"):
+            status.setdefault((row["image"], row["model"]), {})[row["object"]] = row["found"] == "1"
+    counts: dict[str, dict[str, float]] = {}
+    for (image, model), objects in status.items():
+        prefix = f"{model}/" if several else ""
+        found = sum(objects.values())
+        counts.setdefault(image, {}).update({f"{prefix}{OBJECT_KEYS[0]}": float(len(objects) - found),
+                                             f"{prefix}{OBJECT_KEYS[1]}": float(found)})
+    return counts
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -161,7 +189,8 @@ class DatasetBrowser:
         folders = {image.path.parent for image in dataset.images} | ({dataset.root} if dataset.root else set())
         self.folders = tuple({folder.resolve() for folder in folders})
         self.sort_keys = sorted({key for values in self.scores.values() for key in values},
-                                key=lambda key: ("baseline/" in key, "reference/" in key, key))  # blocks first
+                                key=lambda key: (not key.endswith(OBJECT_KEYS), "baseline/" in key, "reference/" in key,
+                                                 key))  # objects missed / found, then blocks first
         self._sizes: dict[str, tuple[int, int] | None] = {}
         self._thumbnails: OrderedDict[str, bytes] = OrderedDict()
         self._thumbnail_bytes = 0
@@ -218,14 +247,18 @@ class DatasetBrowser:
                          f"{', ...' if len(classes) > 20 else ''}) or an index below {len(classes)}; got {chosen!r}")
 
     def listing(self, offset: int = 0, limit: int = 100, sort: str | None = None, cls: str | None = None,
-                search: str | None = None) -> dict[str, Any]:
+                search: str | None = None, missed: str | None = None) -> dict[str, Any]:
         """``{"total", "images": [...]}``: the images having an object of class ``cls`` and ``search`` in their
-        path (case aside), by ``sort`` (``MAP:MEASURE``, high to low; images without that score last) or else by
-        id, from ``offset``. ``ValueError`` for a class or sort key the dataset or its results lack."""
+        path (case aside), where ``missed`` a detector missed an object (``1``: any detector of the results; or a
+        model's name), by ``sort`` (``MAP:MEASURE``, high to low; images without that score last) or else by id,
+        from ``offset``. ``ValueError`` for a class, sort key or model the dataset or its results lack."""
         images = self.dataset.images
         if cls is not None and cls != "":
             index = self._class_index(cls)
             images = [image for image in images if any(obj.index == index for obj in image.objects)]
+        if missed:
+            keys = self._missed_keys(missed)
+            images = [image for image in images if any(self.scores.get(image.id, {}).get(key, 0) > 0 for key in keys)]
         if search:
             needle = search.lower()
             images = [image for image in images if needle in image.id.lower()]
@@ -240,6 +273,21 @@ class DatasetBrowser:
             images = sorted(scored, key=lambda image: (-self.scores[image.id][sort], image.id)) + unscored
         page = images[offset:offset + limit]
         return {"total": len(images), "offset": offset, "images": [self.entry(image) for image in page]}
+
+    def _missed_keys(self, missed: str) -> list[str]:
+        """The ``objects:missed`` keys ``missed`` names: ``1`` every detector's, else that model's."""
+        keys = [key for key in self.sort_keys if key.endswith(OBJECT_KEYS[0])]
+        if not keys:
+            raise ValueError("missed needs a detector's eval results: serve the dataset with --eval-results DIR "
+                             "(attnlens eval --out DIR of a detector, which writes per_object.csv)")
+        if missed in ("1", "true", "any"):
+            return keys
+        chosen = [key for key in keys if key == f"{missed}/{OBJECT_KEYS[0]}"]
+        if not chosen:
+            models = [key.rsplit("/", 1)[0] for key in keys if "/" in key]
+            raise ValueError(f"missed must be 1 (any detector) or one of the results' models ({', '.join(models)}); "
+                             f"got {missed!r}" if models else f"missed must be 1: the results hold one model")
+        return chosen
 
     def entry(self, image: LabelledImage) -> dict[str, Any]:
         size = self.size_of(image)

@@ -143,7 +143,13 @@ async def analyze(
     if labelled is not None:
         browser, _, found = labelled
         size = (report["image"]["width"], report["image"]["height"])
-        report["ground_truth"] = match_detections(browser.ground_truth(found, size), report.get("detections", []))
+        truth = browser.ground_truth(found, size)
+        if served.model.task == "detect":
+            report["ground_truth"] = match_detections(truth, report.get("detections", []))
+        else:  # no boxes to match them to: the labelled boxes as they are, and why
+            report["ground_truth"] = truth
+            report["note"] = "; ".join(filter(None, [report.get("note"), f"the labelled boxes are not matched: this "
+                                                     f"model gives no boxes (task {served.model.task})"]))
     report["timings_ms"]["total"] = round(1000 * (time.perf_counter() - started), 2)
     return report
 

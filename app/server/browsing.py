@@ -39,10 +39,13 @@ def list_images(service: ServiceDependency, name: str,
                 cls: Annotated[str | None, Query(alias="class", description="only images with an object of this "
                                                  "class (a name or an index)")] = None,
                 search: Annotated[str | None, Query(description="only images whose path holds this text")] = None,
+                missed: Annotated[str | None, Query(description="only images where a detector of the eval results "
+                                                    "missed a labelled object: 1 (any), or a model's name")] = None,
                 ) -> DatasetListing:
-    """A page of the dataset's images with their boxes (original-image pixels) and scores."""
+    """A page of the dataset's images with their boxes (original-image pixels) and scores (a detector's results add
+    ``objects:missed`` and ``objects:found`` per image)."""
     try:
-        return service.dataset(name).listing(offset, limit, sort, cls, search)
+        return service.dataset(name).listing(offset, limit, sort, cls, search, missed)
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
 

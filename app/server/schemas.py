@@ -137,9 +137,10 @@ class GroundTruthBox(BaseModel):
 
 
 class MatchedGroundTruthBox(GroundTruthBox):
-    status: Literal["found", "missed"] = Field(description="found: a detection matched this box (IoU >= 0.5, the same "
-                                               "class, best detections first); missed: none did. A detection no box "
-                                               "matched is a false positive")
+    status: Literal["found", "missed"] | None = Field(None, description="found: a detection matched this box (IoU >= "
+                                                      "0.5, the same class, best detections first); missed: none did. "
+                                                      "A detection no box matched is a false positive. Absent for a "
+                                                      "model that gives no boxes (a classifier): nothing to match")
     detection: int | None = Field(None, description="found: the rank in detections of the detection matched")
 
 

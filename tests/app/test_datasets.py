@@ -203,3 +203,48 @@ def test_serve_refuses_a_dataset_it_cannot_use_in_one_line(tmp_path):
         run = subprocess.run([sys.executable, "-m", "attnlens", "serve", "--port", "0", "--device", "cpu", *args],
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and "Traceback" not in run.stderr and says in run.stderr, run.stderr
+
+
+@pytest.fixture(scope="module")
+def detector_results(tmp_path_factory):
+    """The red/blue dataset, a detector that misses its 10 px square evaluated on it, and a server offering that
+    detector and a classifier."""
+    root = tmp_path_factory.mktemp("detector")
+    yaml, _ = write_dataset(root / "colours")
+    results = root / "results"
+    attnlens.evaluate([("small-blind", "tests.app.colour_detectors:misses_small"),
+                       ("exact", "tests.app.colour_detectors:exact")], yaml, reference="none", out=results)
+    models = root / "models.toml"
+    models.write_text('[[models]]\nname = "blind"\nmodel = "tests.app.colour_detectors:misses_small"\n\n'
+                      '[[models]]\nname = "red"\nmodel = "tests.app.labelled_data:red_context"\n')
+    with TestClient(create_app(Settings(device="cpu", models=models, data=yaml, eval_results=results),
+                               load_in_background=False)) as client:
+        yield client, yaml, results
+
+
+def test_the_listing_sorts_and_filters_by_missed_objects(detector_results):
+    client, _, _ = detector_results
+    keys = client.get("/api/v1/datasets").json()["datasets"][0]["sort_keys"]
+    assert keys[:4] == ["exact/objects:found", "exact/objects:missed", "small-blind/objects:found",
+                        "small-blind/objects:missed"]
+    listing = client.get("/api/v1/datasets/data/images", params={"missed": "1"}).json()
+    assert [image["id"] for image in listing["images"]] == ["images/val/d.png"]  # its 10 px square
+    assert listing["images"][0]["scores"]["small-blind/objects:missed"] == 1.0
+    assert client.get("/api/v1/datasets/data/images", params={"missed": "exact"}).json()["total"] == 0
+    ranked = client.get("/api/v1/datasets/data/images", params={"sort": "small-blind/objects:found"}).json()["images"]
+    assert ranked[0]["id"] == "images/val/b.png"  # two objects found
+    wrong = client.get("/api/v1/datasets/data/images", params={"missed": "nobody"})
+    assert wrong.status_code == 400 and "exact, small-blind" in wrong.json()["detail"]
+
+
+def test_a_classifiers_labelled_boxes_are_not_matched(detector_results):
+    """A model that gives no boxes has nothing to match: no found / missed, and the note says why; a detector's are
+    matched."""
+    client, _, _ = detector_results
+    answer = client.post("/api/v1/analyze", params={"dataset": "data", "image": "images/val/b.png", "model": "red"})
+    assert answer.status_code == 200, answer.text
+    truth = answer.json()["ground_truth"]
+    assert len(truth) == 2 and all("status" not in g for g in truth)
+    assert "not matched: this model gives no boxes (task classify)" in answer.json()["note"]
+    detector = client.post("/api/v1/analyze", params={"dataset": "data", "image": "images/val/d.png", "model": "blind"})
+    assert [g["status"] for g in detector.json()["ground_truth"]] == ["missed"]

@@ -65,6 +65,11 @@ def test_browse_filter_sort_and_open_with_ground_truth(browser, tmp_path):
         expect(thumbs.first).to_have_attribute("data-id", "images/val/d-unlabelled.png")
         page.fill("#dataset-search", "")
         expect(thumbs).to_have_count(4)
+        page.check("#dataset-missed")  # the detector's per_object.csv: only a-found.png has an object it missed
+        expect(thumbs).to_have_count(1)
+        expect(thumbs.first).to_have_attribute("data-id", "images/val/a-found.png")
+        page.uncheck("#dataset-missed")
+        expect(thumbs).to_have_count(4)
         keys = [o for o in page.locator("#dataset-sort option").evaluate_all("os => os.map(o => o.value)") if o]
         key = next(k for k in keys if k.endswith(":energy"))
         page.select_option("#dataset-sort", key)
