@@ -286,7 +286,7 @@ class DatasetBrowser:
         if not chosen:
             models = [key.rsplit("/", 1)[0] for key in keys if "/" in key]
             raise ValueError(f"missed must be 1 (any detector) or one of the results' models ({', '.join(models)}); "
-                             f"got {missed!r}" if models else f"missed must be 1: the results hold one model")
+                             f"got {missed!r}" if models else "missed must be 1: the results hold one model")
         return chosen
 
     def entry(self, image: LabelledImage) -> dict[str, Any]:
