@@ -4,9 +4,13 @@ A labelled set is written first: the test and sample photos (long side 640) with
 seeded places (their boxes the labels), repeated to ``--images``. Then, taking turns for ``--repeats`` rounds,
 (1) the plain forward: the same DataLoader (decode + resize in workers, batches of one input shape), the model's
 forward without capture; (2) the evaluation: ``attnlens.evaluation.evaluate_dataset`` with ``--reference none``
-(forward under capture, every map scored), and (3) the same with Grad-CAM references (a backward pass per
-batch). Prints images/s (median [range]) and the ratios to the plain forward, for the default model and a
-YOLO-style detector at 640.
+(forward under capture, every map scored; a detector's boxes read at the AP threshold too and each object scored
+alone), (3) the same with Grad-CAM references (a backward pass per batch) and, for detectors, (4) the whole
+detection part on top of (2): COCO AP with its bootstrap intervals, found / missed and the per-object join
+(``attnlens.evaluation.detection.evaluate_detections``). Prints images/s (median [range]) and the ratios to the
+plain forward, for the default model, the YOLO-style test detector at 640 (a few boxes per image) and a
+multi-scale YOLO head with random weights at 640 (300 detections per image at conf 0.001, as a real detector's
+validation gives).
 
 With ``--ray``: instead, the whole evaluation (``attnlens.evaluate``, Grad-CAM reference, the default model) run
 locally and on a Ray cluster of this machine (``ray="local"``: the cluster started, the folder shipped, the
@@ -33,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attnlens.evaluation import evaluate, read_dataset  # noqa: E402
+from attnlens.evaluation.detection import evaluate_detections  # noqa: E402
 from attnlens.evaluation.run import _collate, _Prepared, evaluate_dataset, plan_batches  # noqa: E402
 from attnlens.models.loading import load_model  # noqa: E402
 
@@ -54,7 +59,7 @@ def write_set(folder: Path, count: int) -> Path:
         image.save(folder / "images" / "val" / f"{i:04d}.jpg", quality=90)
         (folder / "labels" / "val" / f"{i:04d}.txt").write_text(
             f"0 {(x0 + side / 2) / width} {(y0 + side / 2) / height} {side / width} {side / height}\n")
-    (folder / "data.yaml").write_text("path: .\nval: images/val\nnames: [square]\n")
+    (folder / "data.yaml").write_text("path: .\nval: images/val\nnames: [square, other]\n")
     return folder / "data.yaml"
 
 
@@ -83,24 +88,33 @@ def main() -> None:
             return ray_overhead(dataset, args)
         print(f"torch {torch.__version__}, cpu, threads {args.threads}, {args.images} images (long side 640), "
               f"batch {args.batch_size}, {args.workers} workers, {args.repeats} rounds: images/s median [range]")
+        letterbox = {"input_size": 640, "resize": "letterbox", "normalize": "none"}
         for label, options in (("default model (efficientnet_lite0, short side 224)", {}),
-                               ("YOLO-style detector (letterbox 640)", {"model": "tests.app.yolo_models:v8",
-                                                                        "input_size": 640, "resize": "letterbox",
-                                                                        "normalize": "none"})):
+                               ("YOLO-style test detector (letterbox 640)", {"model": "tests.app.yolo_models:v8",
+                                                                             **letterbox}),
+                               ("multi-scale YOLO head, random weights (letterbox 640)",
+                                {"model": "tests.app.yolo_models:tuple_head", **letterbox})):
             model = load_model(device="cpu", **options)
             runs = {"plain forward": lambda: plain_pass(model, dataset, args.batch_size, args.workers),
                     "eval, --reference none": lambda: evaluate_dataset([("m", model)], dataset, (),
                                                                        args.batch_size, args.workers),
                     "eval, Grad-CAM reference": lambda: evaluate_dataset([("m", model)], dataset, ("gradcam",),
                                                                          args.batch_size, args.workers)}
+            if model.task == "detect":
+                runs["eval + AP, found / missed"] = lambda: evaluate_detections(
+                    [("m", model)], dataset, set(), evaluate_dataset([("m", model)], dataset, (), args.batch_size,
+                                                                     args.workers))
             rates: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.repeats):
                 for name, run in runs.items():
                     start = time.perf_counter()
-                    run()
+                    result = run()
                     rates[name].append(args.images / (time.perf_counter() - start))
+                    if name.startswith("eval + AP"):
+                        detections = result.summary["m"]["detections"]
             base = statistics.median(rates["plain forward"])
-            print(label)
+            print(label + (f": {detections / args.images:.0f} detections per image for AP"
+                           if model.task == "detect" else ""))
             for name, values in rates.items():
                 median = statistics.median(values)
                 print(f"  {name:26} {median:7.1f}  [{min(values):.1f}-{max(values):.1f}]  {median / base:.2f}x plain")

@@ -20,7 +20,7 @@ from attnlens import blocks
 from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.boundary import ModelRunError, users_code
-from attnlens.models.outputs import OutputReader, TargetError
+from attnlens.models.outputs import BoxReader, OutputReader, TargetError
 from attnlens.models.references import METHODS, LayerActivations, gradients_of, reference_maps
 
 from .options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
@@ -55,8 +55,7 @@ class RunResult:
     ``(N, K)``; ``detect``: one ``Detections`` per image, input pixels; ``maps``: None), every block's maps,
     and the reference maps asked for (by method, one per image: None where there is nothing to explain; an optional
     request's methods that could not be computed: None for every image, and why in ``reference_errors``);
-    ``scored``: the output read again by a second reader (``Engine.run``'s ``scoring``), e.g. a detector's boxes
-    at a low confidence threshold for AP."""
+    ``scored``: a detector's boxes read at a lower threshold as well (``Engine.run``'s ``scoring``: for AP)."""
 
     predictions: Any
     maps: dict[str, BlockMaps]
@@ -103,11 +102,12 @@ class Engine:
         return self.model.recipe.prepare(image, size)
 
     def run(self, batch: Tensor, references: ReferenceRequest | None = None,
-            scoring: OutputReader | None = None) -> RunResult:
+            scoring: BoxReader | None = None) -> RunResult:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
         ``references``: reference maps from the same pass (gradients only for the methods that need them;
-        ``no_grad`` otherwise). ``scoring``: a second reader of the same output (``RunResult.scored``).
+        ``no_grad`` otherwise). ``scoring``: a detector's reader at a lower threshold (``RunResult.scored``); the
+        model's own detections are then narrowed from what it read (``BoxReader.narrowed``: one NMS).
         ``TargetError`` for a target the output lacks (unless the request is ``optional``); ``ModelRunError`` for a
         model that fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
@@ -126,14 +126,13 @@ class Engine:
         if references is None:
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
                 output = self._forward(batch)
-                predictions = self._read(output)
-                scored = None if scoring is None else self._read(output, scoring)
+                predictions, scored = self._read_both(output, scoring)
         else:
             gradients = any(METHODS[method].gradients for method in references.methods)
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps, layers.kept(gradients):
                 output = self._forward(batch)  # any graph starts at the reference layers (LayerActivations.kept)
-                predictions = self._read(output)
-                scored = None if scoring is None else _detached(self._read(output, scoring), scoring.task)
+                predictions, scored = self._read_both(output, scoring)
+                scored = None if scored is None else _detached(scored, "detect")
                 with users_code(model.name, model.device, "in the reference map's backward pass"):
                     try:
                         found = self._references(output, predictions, layers, references)
@@ -175,6 +174,13 @@ class Engine:
         """The model's raw output: its own code, so whatever it raises is ``ModelRunError``."""
         with users_code(self.model.name, self.model.device):
             return self.model.forward(batch)
+
+    def _read_both(self, output: Any, scoring: BoxReader | None) -> tuple[Any, Any]:
+        """The output read by the model's reader, and by ``scoring`` (None without), with one NMS."""
+        if scoring is None:
+            return self._read(output), None
+        scored = self._read(output, scoring)
+        return self.model.reader.narrowed(scored, scoring), scored
 
     def _read(self, output: Any, reader: OutputReader | None = None) -> Any:
         """The output read (by the model's reader, or ``reader``) as the probe pass found it laid out;

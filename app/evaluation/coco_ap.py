@@ -164,43 +164,58 @@ class Evaluation:
         skip = np.concatenate([s for *_, s in members], axis=1)
         # members come in image order, each image's detections in file order; lexsort is stable
         order = np.lexsort((-score, category))
-        return _Sorted(category[order], image[order], (matched & ~skip)[:, order], (~matched & ~skip)[:, order], truths)
+        category, image = category[order], image[order]
+        positive, negative = (matched & ~skip)[:, order], (~matched & ~skip)[:, order]
+        # Left out, as they change no figure: detections ignored at every threshold (a point equal to the one before
+        # it) and those after a category's last true positive (points at its final recall with lower precision).
+        place = np.arange(len(category))
+        last = np.full(self.categories, -1)
+        np.maximum.at(last, category, np.where(positive.any(axis=0), place, -1))
+        keep = (positive | negative).any(axis=0) & (place <= last[category])
+        return _Sorted(category[keep], image[keep], positive[:, keep], negative[:, keep], truths)
 
-    def _curves(self, key: tuple[int, int], weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Precision ``(T, R, K)`` at the recall points and recall ``(T, K)``, -1 for a category without boxes."""
+    def _curves(self, key: tuple[int, int], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Precision ``(B, T, R, K)`` at the recall points and recall ``(B, T, K)`` for each row of ``weights``
+        ``(B, I)`` (each image's count in a draw); -1 for a category without boxes."""
         s, K, R = self._sorted[key], self.categories, len(RECALL_POINTS)
-        thresholds = len(IOU_THRESHOLDS)
-        truths = s.truths.sum(axis=0) if weights is None else weights @ s.truths  # (K,)
-        precision = np.zeros((thresholds, R, K))
-        recall = np.zeros((thresholds, K))
+        draws, thresholds = weights.shape[0], len(IOU_THRESHOLDS)
+        truths = weights @ s.truths  # (B, K)
+        precision = np.zeros((draws, thresholds, R, K))
+        recall = np.zeros((draws, thresholds, K))
         if len(s.category):
-            w = np.ones(len(s.image)) if weights is None else weights[s.image].astype(np.float64)
             starts = np.searchsorted(s.category, np.arange(K))
             ends = np.searchsorted(s.category, np.arange(K), side="right")
             has = ends > starts
+            w = weights[:, s.image]  # (B, D)
+            denominator = np.where(truths > 0, truths, 1.0)[:, s.category]  # a category without boxes: -1 below
+            offsets = (np.arange(draws)[:, None] * K + s.category[None, :]) * (R + 1)  # each draw's keys apart
             for t in range(thresholds):
                 tp = self._group_cumsum(s.positive[t] * w, starts, s.category)
                 fp = self._group_cumsum(s.negative[t] * w, starts, s.category)
-                rc = tp / np.where(truths > 0, truths, 1.0)[s.category]  # a category without boxes: -1 below
+                rc = tp / denominator
                 pr = tp / (fp + tp + np.spacing(1))
-                recall[t, has] = rc[ends[has] - 1]
-                # precision at recall point r: the best precision of the detections whose recall reaches it
+                recall[:, t, has] = rc[:, ends[has] - 1]
+                # precision at recall point r: the best precision of the detections whose recall reaches it; the
+                # keys (draw, category, points reached) rise along the flattened array, so runs of one key are
+                # contiguous and their maxima one reduceat
                 reached = np.searchsorted(RECALL_POINTS, rc, side="right")  # points r < reached count this one
-                key_of = s.category * (R + 1) + reached
+                key_of = (offsets + reached).ravel()
                 runs = np.flatnonzero(np.r_[True, key_of[1:] != key_of[:-1]])
-                grid = np.zeros(K * (R + 1))
-                grid[key_of[runs]] = np.maximum.reduceat(pr, runs)
-                grid = np.maximum.accumulate(grid.reshape(K, R + 1)[:, ::-1], axis=1)[:, ::-1]
-                precision[t] = grid[:, 1:].T
-        precision[:, :, truths == 0] = -1
-        recall[:, truths == 0] = -1
+                grid = np.zeros(draws * K * (R + 1))
+                grid[key_of[runs]] = np.maximum.reduceat(pr.ravel(), runs)
+                grid = np.maximum.accumulate(grid.reshape(draws, K, R + 1)[..., ::-1], axis=2)[..., ::-1]
+                precision[:, t] = grid[..., 1:].transpose(0, 2, 1)
+        missing = truths == 0  # (B, K)
+        precision[np.broadcast_to(missing[:, None, None, :], precision.shape)] = -1
+        recall[np.broadcast_to(missing[:, None, :], recall.shape)] = -1
         return precision, recall
 
     @staticmethod
     def _group_cumsum(values: np.ndarray, starts: np.ndarray, category: np.ndarray) -> np.ndarray:
-        total = np.cumsum(values)
-        before = np.r_[0.0, total][starts]  # the running sum where each category's run starts
-        return total - before[category]
+        """Running sums along the last axis, restarting where each category's run starts."""
+        total = np.cumsum(values, axis=-1)
+        before = np.concatenate([np.zeros(values.shape[:-1] + (1,)), total], axis=-1)[..., starts]
+        return total - before[..., category]
 
     @staticmethod
     def _mean(values: np.ndarray) -> float:
@@ -209,23 +224,40 @@ class Evaluation:
 
     def stats(self) -> dict[str, float]:
         """``COCOeval.stats``, named as ``STATS``."""
-        curves = {}
+        curves: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         result = {}
         areas = list(AREAS)
+        once = np.ones((1, self.images))
         for name, is_ap, t, area, cap in STATS:
             key = (areas.index(area), MAX_DETS.index(cap))
-            curves.setdefault(key, self._curves(key, None))
+            if key not in curves:
+                curves[key] = self._curves(key, once)
             precision, recall = curves[key]
-            values = precision if is_ap else recall
+            values = (precision if is_ap else recall)[0]
             result[name] = self._mean(values if t is None else values[t:t + 1])
         return result
 
-    def per_class(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def per_class(self, weights: np.ndarray | None = None, chunk: int = 4_000_000) -> dict[str, np.ndarray]:
         """``{"AP", "AP50", "AP75": (K,)}`` per class (-1 where a class has no box), and overall under ``AP_all``,
-        ``AP50_all``; ``weights``: each image's count (a bootstrap draw), None: each once."""
-        precision, _ = self._curves((0, len(MAX_DETS) - 1), weights)
-        valid = precision[0, 0] > -1  # (K,)
-        return {"AP": np.where(valid, precision.mean(axis=(0, 1)), -1.0),
-                "AP50": np.where(valid, precision[0].mean(axis=0), -1.0),
-                "AP75": np.where(valid, precision[5].mean(axis=0), -1.0),
-                "AP_all": np.array(self._mean(precision)), "AP50_all": np.array(self._mean(precision[:1]))}
+        ``AP50_all`` (-1: no class has one); ``weights`` ``(B, I)``: each image's count in B bootstrap draws, which
+        gives each figure a leading axis of B (None: each image once, no such axis). Draws are taken ``chunk``
+        detections x draws at a time."""
+        single = weights is None
+        weights = np.ones((1, self.images)) if single else np.asarray(weights, dtype=np.float64)
+        per_draw = max(1, chunk // max(1, len(self._sorted[0, len(MAX_DETS) - 1].image)))
+        parts = [self._figures(weights[start:start + per_draw]) for start in range(0, len(weights), per_draw)]
+        figures = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return {name: value[0] for name, value in figures.items()} if single else figures
+
+    def _figures(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        precision, _ = self._curves((0, len(MAX_DETS) - 1), weights)  # (B, T, R, K)
+        valid = precision[:, 0, 0] > -1  # (B, K)
+        with np.errstate(invalid="ignore"):
+            def overall(values: np.ndarray) -> np.ndarray:  # (B, t, R, K) -> the mean over the valid classes
+                total = (values.mean(axis=(1, 2)) * valid).sum(axis=1) / valid.sum(axis=1)
+                return np.where(valid.any(axis=1), total, -1.0)
+
+            return {"AP": np.where(valid, precision.mean(axis=(1, 2)), -1.0),
+                    "AP50": np.where(valid, precision[:, 0].mean(axis=1), -1.0),
+                    "AP75": np.where(valid, precision[:, 5].mean(axis=1), -1.0),
+                    "AP_all": overall(precision), "AP50_all": overall(precision[:, :1])}

@@ -214,13 +214,13 @@ def _attention(scores: list[ObjectScore], labelled: dict[tuple[str, int], _Label
     return attention
 
 
-def _model_entry(name: str, model: LoadedModel, stats: dict, per_class: dict, draws: list[dict],
+def _model_entry(name: str, model: LoadedModel, stats: dict, per_class: dict, draws: dict[str, np.ndarray],
                  labelled: dict[tuple[str, int], _Labelled], classes: list[str], counted: list[int], how: str,
                  mapping: dict[int, int], detections: int, images: int, ap: tuple[float, int]) -> dict:
     entry: dict[str, Any] = dict(stats)
     entry["ci95"] = {key: _interval(float(per_class[f"{key}_all"]) if per_class[f"{key}_all"] >= 0 else None,
-                                    np.array([float(d[f"{key}_all"]) if d[f"{key}_all"] >= 0 else np.nan
-                                              for d in draws]))["ci95"] for key in ("AP", "AP50")}
+                                    np.where(draws[f"{key}_all"] >= 0, draws[f"{key}_all"], np.nan))["ci95"]
+                     for key in ("AP", "AP50")}
     found = sum(obj.hit is not None for obj in labelled.values())
     reader = model.reader
     entry |= {"images": images, "objects": len(labelled), "found": found, "missed": len(labelled) - found,
@@ -256,7 +256,7 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
     for scored in total.objects:
         scores_of[scored.model].append(scored)
     per_class: dict[str, dict] = {}
-    draws: dict[str, list[dict]] = {}
+    draws: dict[str, dict[str, np.ndarray]] = {}
     for name, model in detectors:
         mapping, how = class_mapping([model.label(i) for i in range(model.num_classes)], dataset.classes)
         mapping = {m: d for m, d in mapping.items() if d in counted}
@@ -271,7 +271,7 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
         result.files[f"detections/{file_name(name)}.json"] = rows
         evaluation = Evaluation(truth.boxes, scored, len(dataset.classes))
         per_class[name] = evaluation.per_class()
-        draws[name] = [evaluation.per_class(weights) for weights in counts]
+        draws[name] = evaluation.per_class(counts)
         labelled: dict[tuple[str, int], _Labelled] = {}
         for place, image in enumerate(truth.images):
             gt = truth.boxes[place]
@@ -299,22 +299,22 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
     return result
 
 
-def _compare_ap(first: str, other: str, per_class: dict[str, dict], draws: dict[str, list[dict]], classes: list[str],
-                counted: list[int], images: int) -> list[dict]:
+def _compare_ap(first: str, other: str, per_class: dict[str, dict], draws: dict[str, dict[str, np.ndarray]],
+                classes: list[str], counted: list[int], images: int) -> list[dict]:
     """B - A of AP and AP50, overall and per class, with the paired bootstrap's interval (the same draws)."""
     comparisons = []
 
-    def value(figures: dict, key: str, k: int | None) -> float:
-        found = float(figures[key] if k is None else figures[key][k])
-        return found if found >= 0 else np.nan  # -1: no box of the class (in this draw)
+    def value(figures: dict, key: str, k: int | None) -> np.ndarray:
+        found = np.asarray(figures[key] if k is None else figures[key][..., k], dtype=np.float64)
+        return np.where(found >= 0, found, np.nan)  # -1: no box of the class (in this draw)
 
     for measure in ("AP", "AP50"):
         for k in [None, *counted]:
             key = f"{measure}_all" if k is None else measure
-            a, b = value(per_class[first], key, k), value(per_class[other], key, k)
+            a, b = float(value(per_class[first], key, k)), float(value(per_class[other], key, k))
             if not (np.isfinite(a) and np.isfinite(b)):
                 continue
-            differences = np.array([value(db, key, k) - value(da, key, k) for da, db in zip(draws[first], draws[other])])
+            differences = value(draws[other], key, k) - value(draws[first], key, k)
             entry = {"a": first, "b": other, "map": None, "measure": measure, "images": images, "a_value": a,
                      "b_value": b, "mean_diff": b - a, "ci95": _interval(b - a, differences)["ci95"],
                      "b_higher_share": None}

@@ -33,7 +33,7 @@ from attnlens.models import InputGeometry
 
 from .datasets import Object
 
-__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "mask_region", "measure", "object_measures",
+__all__ = ["MEASURES", "SIZES", "TOLERANCE_PX", "Region", "centre_map", "mask_region", "measure", "measure_map",
            "region_of", "regions_of", "size_of", "to_image"]
 
 TOLERANCE_PX = 15
@@ -152,33 +152,40 @@ def _normalised(heatmap: Tensor) -> tuple[Tensor, Tensor]:
     return (heatmap - low) / (high - low), heatmap >= high
 
 
-def measure(heatmap: Tensor, region: Region) -> dict[str, float]:
-    """``energy``, ``area``, ``lift`` and ``pointing`` of one map ``(H, W)`` (image pixels) on one region (sums
-    in float64)."""
-    normalised, maxima = _normalised(heatmap)
-    energy = float((normalised * region.inside).sum() / normalised.sum())
+def _measured(normalised: Tensor, maxima: Tensor, total: Tensor, peaks: Tensor, region: Region) -> dict[str, float]:
+    energy = float((normalised * region.inside).sum() / total)
     area = float(region.inside.double().mean())
-    pointing = float(region.near[maxima].double().mean())
+    pointing = float((region.near & maxima).sum().double() / peaks)
     return {"energy": energy, "area": area, "lift": energy / area if area > 0 else math.nan, "pointing": pointing}
 
 
-def object_measures(heatmap: Tensor, objects: Sequence[Object]) -> list[tuple[float, float]]:
-    """``(energy, pointing)`` of one map ``(H, W)`` (image pixels) on each object (in pixels) alone: ``measure``
-    on ``region_of([object])``, computed within the window each object reaches."""
+def measure(heatmap: Tensor, region: Region) -> dict[str, float]:
+    """``energy``, ``area``, ``lift`` and ``pointing`` of one map ``(H, W)`` (image pixels) on one region (sums
+    in float64)."""
+    return measure_map(heatmap, {"region": region})[0]["region"]
+
+
+def measure_map(heatmap: Tensor, regions: dict[str, Region],
+                objects: Sequence[Object] = ()) -> tuple[dict[str, dict[str, float]], list[tuple[float, float]]]:
+    """``measure`` of one map ``(H, W)`` (image pixels) on each of ``regions``, and ``(energy, pointing)`` on each of
+    ``objects`` (in pixels) alone (``measure`` on ``region_of([object])``, computed within the window each object
+    reaches); the map normalised once for all."""
     normalised, maxima = _normalised(heatmap)
-    height, width = heatmap.shape
     total, peaks = normalised.sum(), maxima.sum().double()
-    found = []
+    measured = {key: _measured(normalised, maxima, total, peaks, region) for key, region in regions.items()}
+    height, width = heatmap.shape
+    alone = []
     for obj in objects:
         if obj.polygon is not None:
             region = region_of([obj], height, width, heatmap.device)
-            found.append((float((normalised * region.inside).sum() / total), float(region.near[maxima].double().mean())))
+            scored = _measured(normalised, maxima, total, peaks, region)
+            alone.append((scored["energy"], scored["pointing"]))
             continue
         window = _box_window(obj.box, height, width, heatmap.device)
         if window is None:
-            found.append((0.0, 0.0))
+            alone.append((0.0, 0.0))
             continue
         place, region = window
-        found.append((float((normalised[place] * region.inside).sum() / total),
-                      float((maxima[place] & region.near).sum() / peaks)))
-    return found
+        alone.append((float((normalised[place] * region.inside).sum() / total),
+                      float((maxima[place] & region.near).sum().double() / peaks)))
+    return measured, alone

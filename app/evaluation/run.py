@@ -34,7 +34,7 @@ from attnlens.models.references import METHODS
 
 from .coco_ap import AP_CONF, AP_MAX_DET
 from .datasets import Dataset, LabelledImage, Skipped
-from .measures import centre_map, measure, object_measures, regions_of, to_image
+from .measures import centre_map, measure_map, regions_of, to_image
 
 __all__ = ["BatchScores", "DetectedBoxes", "ImageDetections", "Kept", "ObjectScore", "Scored", "evaluate_dataset",
            "plan_batches", "score_batch", "upright_size"]
@@ -241,10 +241,9 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
             objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
             if (i, device) not in regions:
                 on_image = regions[i, device] = regions_of(objects, height, width, device)
-                baselines[i, device] = {
-                    key: ({k: measure(values, r) for k, r in on_image.items()}, object_measures(values, objects))
-                    for key, values in ((BASELINES[0], torch.ones(height, width, device=device)),
-                                        (BASELINES[1], centre_map(width, height, device)))}
+                baselines[i, device] = {key: measure_map(values, on_image, objects) for key, values in (
+                    (BASELINES[0], torch.ones(height, width, device=device)),
+                    (BASELINES[1], centre_map(width, height, device)))}
             maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
             for method, found in result.references.items():
                 if found[row] is not None:
@@ -259,12 +258,12 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
                     part.skipped.append(Skipped(image.id, None, f"model {name}, map {key}: not finite (NaN / inf)",
                                                 "map not finite"))
                     continue
-                on_image = to_image(heatmap.to(device), geometry)
-                _record(part, Scored(image.id, name, key, kind,
-                                     {k: measure(on_image, r) for k, r in regions[i, device].items()}),
-                        image, heatmap, geometry, (number, next(counter)))
+                measures, per_object = measure_map(to_image(heatmap.to(device), geometry), regions[i, device],
+                                                   objects if detector else ())
+                _record(part, Scored(image.id, name, key, kind, measures), image, heatmap, geometry,
+                        (number, next(counter)))
                 if detector:
-                    _record_objects(part, image.id, name, key, kind, objects, object_measures(on_image, objects))
+                    _record_objects(part, image.id, name, key, kind, objects, per_object)
             for key, (measures, per_object) in baselines[i, device].items():
                 _record(part, Scored(image.id, name, key, "baseline", measures), image, None, geometry,
                         (number, next(counter)))

@@ -54,6 +54,11 @@ class Detections:
     def detach(self) -> Detections:
         return Detections(self.boxes.detach(), self.scores.detach(), self.classes, self.rows, self.dropped)
 
+    def confident(self, conf: float, max_det: int) -> Detections:
+        """The best ``max_det`` of those scoring at least ``conf``."""
+        keep = torch.nonzero(self.scores >= conf)[:max_det, 0]
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], self.rows[keep])
+
 
 class OutputReader(ABC):
     """Reads a batch's raw output. ``task``: what it gives; ``layout``: the layout, in words; ``note``: what
@@ -146,6 +151,14 @@ class BoxReader(OutputReader):
             scores, classes = class_scores.max(dim=1)
             results.append(self._keep(_xywh_to_xyxy(rows[:, :4]), scores, classes, nms=True))
         return results
+
+    def narrowed(self, read: list[Detections], reader: BoxReader) -> list[Detections]:
+        """What this reader reads, from what ``reader`` (the same but a lower ``conf`` and a larger ``max_det``) read
+        of the same output, without a second NMS: NMS keeps a box unless a better one it kept overlaps it, so the
+        boxes above ``conf`` it keeps are the same whatever the boxes below (ties in score aside)."""
+        if (reader.kind, reader.iou) != (self.kind, self.iou) or reader.conf > self.conf or reader.max_det < self.max_det:
+            raise ValueError("narrowed needs a reader of the same layout and NMS with a lower threshold, larger cap")
+        return [detections.confident(self.conf, self.max_det) for detections in read]
 
     def _keep(self, boxes: Tensor, scores: Tensor, classes: Tensor, nms: bool) -> Detections:
         """Confident candidates with finite, non-empty boxes (corners put in order), after NMS, best first;

@@ -152,12 +152,14 @@ def test_a_weighted_image_counts_as_that_many_copies():
     """The bootstrap's weights: an image drawn twice gives the AP of the list holding it twice (adjacent)."""
     truth, found = next(case for seed in range(100) if len((case := random_case(np.random.default_rng(seed)))[0]) >= 3
                         and len(case[1][0].score))
-    weights = np.array([2.0, 0.0] + [1.0] * (len(truth) - 2))
+    weights = np.array([[2.0, 0.0] + [1.0] * (len(truth) - 2), [1.0] * len(truth)])
     copies = [0, 0] + list(range(2, len(truth)))
-    weighted = Evaluation(truth, found, 3).per_class(weights)
+    weighted = Evaluation(truth, found, 3).per_class(weights, chunk=1)  # one draw at a time
     expanded = Evaluation([truth[i] for i in copies], [found[i] for i in copies], 3).per_class()
+    once = Evaluation(truth, found, 3).per_class()
     for key in ("AP", "AP50", "AP_all", "AP50_all"):
-        np.testing.assert_allclose(weighted[key], expanded[key], atol=1e-12)
+        np.testing.assert_allclose(weighted[key][0], expanded[key], atol=1e-12)
+        np.testing.assert_allclose(weighted[key][1], once[key], atol=1e-12)
 
 
 # --- through the CLI: the labelled test images and detectors of known behaviour ---
@@ -325,3 +327,51 @@ def test_the_skip_warning_counts_each_kind_of_reason(tmp_path):
     warning = next(line for line in done.stderr.splitlines() if "warning" in line)
     assert "3 skipped: bad label row (2; first: labels/val/a.txt:2: not a number" in warning
     assert "unreadable image (1; first: images/val/f.png: unreadable image" in warning
+
+
+@pytest.mark.parametrize("kind", ["ultralytics", "yolov5", "end2end"])
+def test_the_shown_detections_narrowed_from_the_ap_ones_are_what_the_model_reads(kind):
+    """One NMS serves both thresholds: the boxes read at conf 0.25 are those read at 0.001, above 0.25, the best
+    100 (random overlapping boxes, distinct scores)."""
+    import torch
+
+    from attnlens.models.outputs import BoxReader
+
+    torch.manual_seed(0)
+    anchors, classes = 2000, 3
+    xywh = torch.cat([torch.rand(2, anchors, 2) * 200, 10 + torch.rand(2, anchors, 2) * 40], 2)
+    scores = torch.rand(2, anchors, classes)
+    if kind == "ultralytics":
+        output = (torch.cat([xywh, scores], 2).transpose(1, 2),)
+    elif kind == "yolov5":
+        output = (torch.cat([xywh, torch.rand(2, anchors, 1), scores], 2),)
+    else:
+        xyxy = torch.cat([xywh[..., :2], xywh[..., :2] + xywh[..., 2:]], 2)[:, :300]
+        output = torch.cat([xyxy, scores[:, :300, :1], torch.randint(0, classes, (2, 300, 1)).float()], 2)
+    shown = BoxReader(kind, classes, conf=0.25, iou=0.45, max_det=100)
+    scoring = BoxReader(kind, classes, conf=0.001, iou=0.45, max_det=300)
+    for direct, narrowed in zip(shown.read(output), shown.narrowed(scoring.read(output), scoring)):
+        assert len(direct.scores) > 20
+        torch.testing.assert_close(narrowed.boxes, direct.boxes)
+        torch.testing.assert_close(narrowed.scores, direct.scores)
+        assert torch.equal(narrowed.classes, direct.classes) and torch.equal(narrowed.rows, direct.rows)
+
+
+def test_each_objects_measures_are_measure_on_that_object_alone():
+    """``measure_map``'s per-object figures, computed in each object's window, against ``measure`` on the region of
+    that object alone over the whole image (boxes, a polygon, a box off the image, a flat map)."""
+    import torch
+
+    from attnlens.evaluation.datasets import Object
+    from attnlens.evaluation.measures import measure, measure_map, region_of
+
+    torch.manual_seed(0)
+    objects = [Object(0, (10.3, 5.2, 40.8, 30.1)), Object(1, (0, 0, 3, 3)), Object(0, (70, 50, 90, 60)),
+               Object(1, (200, 200, 210, 210)),
+               Object(0, (20, 20, 50, 45), polygon=((20, 20), (50, 25), (35, 45)))]
+    for heatmap in (torch.rand(60, 80), torch.ones(60, 80), torch.zeros(60, 80).index_fill_(1, torch.tensor([12]), 1)):
+        _, alone = measure_map(heatmap, {}, objects)
+        for obj, (energy, pointing) in zip(objects, alone):
+            expected = measure(heatmap, region_of([obj], 60, 80, "cpu"))
+            assert energy == pytest.approx(expected["energy"], abs=1e-12)
+            assert pointing == pytest.approx(expected["pointing"], abs=1e-12)
