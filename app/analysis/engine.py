@@ -107,7 +107,7 @@ class Engine:
 
         ``references``: reference maps from the same pass (gradients only for the methods that need them;
         ``no_grad`` otherwise). ``scoring``: a detector's reader at a lower threshold (``RunResult.scored``); the
-        model's own detections are then narrowed from what it read (``BoxReader.narrowed``: one NMS).
+        model's own detections are then narrowed from what it read where they can be (``BoxReader.narrowed``: one NMS).
         ``TargetError`` for a target the output lacks (unless the request is ``optional``); ``ModelRunError`` for a
         model that fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
@@ -176,11 +176,12 @@ class Engine:
             return self.model.forward(batch)
 
     def _read_both(self, output: Any, scoring: BoxReader | None) -> tuple[Any, Any]:
-        """The output read by the model's reader, and by ``scoring`` (None without), with one NMS."""
+        """The output read by the model's reader, and by ``scoring`` (None without), with one NMS where it can."""
         if scoring is None:
             return self._read(output), None
-        scored = self._read(output, scoring)
-        return self.model.reader.narrowed(scored, scoring), scored
+        scored, reader = self._read(output, scoring), self.model.reader
+        return (reader.narrowed(scored) if isinstance(reader, BoxReader) and reader.narrows(scoring) else
+                self._read(output)), scored
 
     def _read(self, output: Any, reader: OutputReader | None = None) -> Any:
         """The output read (by the model's reader, or ``reader``) as the probe pass found it laid out;

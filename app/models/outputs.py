@@ -152,12 +152,16 @@ class BoxReader(OutputReader):
             results.append(self._keep(_xywh_to_xyxy(rows[:, :4]), scores, classes, nms=True))
         return results
 
-    def narrowed(self, read: list[Detections], reader: BoxReader) -> list[Detections]:
-        """What this reader reads, from what ``reader`` (the same but a lower ``conf`` and a larger ``max_det``) read
-        of the same output, without a second NMS: NMS keeps a box unless a better one it kept overlaps it, so the
-        boxes above ``conf`` it keeps are the same whatever the boxes below (ties in score aside)."""
-        if (reader.kind, reader.iou) != (self.kind, self.iou) or reader.conf > self.conf or reader.max_det < self.max_det:
-            raise ValueError("narrowed needs a reader of the same layout and NMS with a lower threshold, larger cap")
+    def narrows(self, reader: OutputReader) -> bool:
+        """Whether ``narrowed`` can take what ``reader`` read: the same layout and NMS, a threshold no higher, a cap
+        no smaller."""
+        return isinstance(reader, BoxReader) and (reader.kind, reader.iou) == (self.kind, self.iou) and \
+            reader.conf <= self.conf and reader.max_det >= self.max_det
+
+    def narrowed(self, read: list[Detections]) -> list[Detections]:
+        """What this reader reads, from what a reader it ``narrows`` read of the same output, without a second NMS:
+        NMS keeps a box unless a better one it kept overlaps it, so the boxes above ``conf`` it keeps are the same
+        whatever the boxes below (ties in score aside)."""
         return [detections.confident(self.conf, self.max_det) for detections in read]
 
     def _keep(self, boxes: Tensor, scores: Tensor, classes: Tensor, nms: bool) -> Detections:

@@ -350,7 +350,8 @@ def test_the_shown_detections_narrowed_from_the_ap_ones_are_what_the_model_reads
         output = torch.cat([xyxy, scores[:, :300, :1], torch.randint(0, classes, (2, 300, 1)).float()], 2)
     shown = BoxReader(kind, classes, conf=0.25, iou=0.45, max_det=100)
     scoring = BoxReader(kind, classes, conf=0.001, iou=0.45, max_det=300)
-    for direct, narrowed in zip(shown.read(output), shown.narrowed(scoring.read(output), scoring)):
+    assert shown.narrows(scoring) and not scoring.narrows(shown)
+    for direct, narrowed in zip(shown.read(output), shown.narrowed(scoring.read(output))):
         assert len(direct.scores) > 20
         torch.testing.assert_close(narrowed.boxes, direct.boxes)
         torch.testing.assert_close(narrowed.scores, direct.scores)

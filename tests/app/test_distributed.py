@@ -18,7 +18,9 @@ pytest.importorskip("ray.data", reason="the Ray tests need the ray extra: pip in
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("tests.app.labelled_data:flat_context", "tests.app.labelled_data:red_context")
-FILES = ("summary.json", "per_image.csv", "report.html")
+FILES = ("summary.json", "per_image.csv", "report.html", "per_object.csv", "ground_truth.json",
+         "detections/tests.app.colour_detectors_misses_small.json")
+DETECTOR = "tests.app.colour_detectors:misses_small"  # AP and found / missed on Ray too
 
 
 def attnlens(*args, env=None, cwd=ROOT, prelude=""):
@@ -65,7 +67,7 @@ def cluster(tmp_path_factory):
 
 
 def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_path):
-    common = ["eval", "--data", dataset, "--model", MODELS[0], "--model", MODELS[1], "--device", "cpu",
+    common = ["eval", "--data", dataset, "--model", MODELS[0], "--model", MODELS[1], "--model", DETECTOR, "--device", "cpu",
               "--batch-size", "2", "--reference", "gradcam,eigencam"]
     local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
