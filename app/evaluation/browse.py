@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps
 
+from .coco_ap import MATCH_IOU, class_mapping, match
+from .coco_ap import iou as coco_iou
 from .datasets import DataError, Dataset, LabelledImage, read_dataset
 from .measures import MEASURES
 from .run import upright_size
@@ -29,7 +32,6 @@ __all__ = ["DatasetBrowser", "DatasetSource", "dataset_sources", "match_detectio
 
 THUMBNAIL_SIDE = 256  # px, the long side of a listing's thumbnail
 THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
-MATCH_IOU = 0.5  # a detection is a true positive at IoU >= 0.5 with an unmatched box of its class (PASCAL VOC's)
 OBJECT_KEYS = ("objects:missed", "objects:found")  # a detector's labelled objects per image (per_object.csv)
 
 
@@ -151,28 +153,28 @@ def _object_counts(path: Path, known: set[str], several: bool) -> dict[str, dict
     return counts
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
-def match_detections(ground_truth: list[dict], detections: list[dict], iou: float = MATCH_IOU) -> list[dict]:
+def match_detections(ground_truth: list[dict], detections: list[dict], model_labels: Sequence[str],
+                     classes: Sequence[str], iou: float = MATCH_IOU) -> list[dict]:
     """``ground_truth`` (``box``, ``index``, ``label``) with ``status`` (``found`` or ``missed``) and ``detection``
-    (the rank of the detection matched to it; None: missed). Detections, best first, each take the unmatched box
-    of their class with the highest IoU >= ``iou``; the class is the same label (case aside) or, where the
-    model's labels and the dataset's share no name, the same index. A detection no box takes is a false
-    positive."""
-    by_label = bool({g["label"].lower() for g in ground_truth} & {d["label"].lower() for d in detections})
+    (the rank of the detection matched to it; None: missed), as ``attnlens eval`` decides found / missed: the
+    model's classes mapped to the dataset's ``classes`` (``coco_ap.class_mapping``: by name, else by index), then
+    per class COCO's matching (best detections first, each taking the unmatched box of the highest IoU >= ``iou``).
+    A detection no box takes is a false positive."""
+    mapping, _ = class_mapping(model_labels, classes)
     taken: dict[int, int] = {}
-    for rank, detection in enumerate(detections):
-        same = [i for i, g in enumerate(ground_truth) if i not in taken and (
-            g["label"].lower() == detection["label"].lower() if by_label else g["index"] == detection["index"])]
-        overlaps = [(_iou(ground_truth[i]["box"], detection["box"]), i) for i in same]
-        best = max(overlaps, default=(0.0, None))
-        if best[1] is not None and best[0] >= iou:
-            taken[best[1]] = rank
+    for k in {g["index"] for g in ground_truth}:
+        boxes = [i for i, g in enumerate(ground_truth) if g["index"] == k]
+        ranks = [rank for rank, d in enumerate(detections) if mapping.get(d["index"]) == k]
+        if not ranks:
+            continue
+        xywh = lambda box: [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        overlaps = coco_iou(np.array([xywh(detections[r]["box"]) for r in ranks], dtype=np.float64),
+                            np.array([xywh(ground_truth[i]["box"]) for i in boxes], dtype=np.float64),
+                            np.zeros(len(boxes), dtype=bool))
+        plain = np.zeros((1, len(boxes)), dtype=bool)
+        for place, box in enumerate(match(overlaps, plain, plain[0], np.array([iou]))[0, 0]):
+            if box >= 0:
+                taken[boxes[box]] = ranks[place]
     return [{**g, "status": "found" if i in taken else "missed", "detection": taken.get(i)}
             for i, g in enumerate(ground_truth)]
 

@@ -145,7 +145,9 @@ async def analyze(
         size = (report["image"]["width"], report["image"]["height"])
         truth = browser.ground_truth(found, size)
         if served.model.task == "detect":
-            report["ground_truth"] = match_detections(truth, report.get("detections", []))
+            labels = [served.model.label(i) for i in range(served.model.num_classes)]
+            report["ground_truth"] = match_detections(truth, report.get("detections", []), labels,
+                                                      browser.dataset.classes)
         else:  # no boxes to match them to: the labelled boxes as they are, and why
             report["ground_truth"] = truth
             report["note"] = "; ".join(filter(None, [report.get("note"), f"the labelled boxes are not matched: this "

@@ -185,16 +185,18 @@ def test_an_analysis_by_id_answers_its_ground_truth_matched(served):
 
 
 def test_matching_by_hand():
-    """Best detections first, each takes its class's unmatched box of highest IoU >= 0.5; labels compared case
-    aside, or indices where the names share nothing."""
+    """Best detections first, each takes its class's unmatched box of highest IoU >= 0.5; the model's classes
+    mapped to the dataset's by name (case aside), or by index where the names share nothing."""
     truth = [{"box": [0, 0, 10, 10], "index": 0, "label": "Cat"}, {"box": [20, 0, 30, 10], "index": 0, "label": "Cat"},
              {"box": [0, 20, 10, 30], "index": 1, "label": "dog"}]
+    labels = [f"class {i}" for i in range(5)] + ["cat", "bird", "Cat"]
     detections = [{"box": [0, 0, 10, 9], "index": 5, "label": "cat"},  # IoU 0.9 with box 0
                   {"box": [1, 0, 11, 10], "index": 5, "label": "cat"},  # box 0 taken; box 1 IoU 0: a false positive
-                  {"box": [0, 20, 10, 30], "index": 7, "label": "cat"}]  # the wrong class for box 2
-    assert [g["detection"] for g in match_detections(truth, detections)] == [0, None, None]
+                  {"box": [0, 20, 10, 30], "index": 7, "label": "Cat"},  # the wrong class for box 2
+                  {"box": [20, 0, 30, 10], "index": 6, "label": "bird"}]  # a class the dataset lacks
+    assert [g["detection"] for g in match_detections(truth, detections, labels, ["cat", "dog"])] == [0, None, None]
     by_index = [{"box": [0, 20, 10, 30], "index": 1, "label": "class 1"}]
-    assert [g["detection"] for g in match_detections(truth, by_index)] == [None, None, 0]
+    assert [g["detection"] for g in match_detections(truth, by_index, ["a", "b"], ["cat", "dog"])] == [None, None, 0]
 
 
 def test_serve_refuses_a_dataset_it_cannot_use_in_one_line(tmp_path):
