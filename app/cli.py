@@ -514,7 +514,7 @@ def _print_detection(summary: dict) -> None:
     print(f"{'model':{width}} {'AP [95% interval]':>22} " + " ".join(f"{n:>6}" for n in names[1:]) + "  found / objects")
     for name, entry in detection.items():
         low, high = entry["ci95"]["AP"]
-        ap = f"{entry['AP']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+        ap = "-" if entry["AP"] < 0 else f"{entry['AP']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
         cells = " ".join(f"{entry[n]:6.3f}" if entry[n] >= 0 else f"{'-':>6}" for n in names[1:])
         print(f"{name:{width}} {ap:>22} {cells}  {entry['found']} / {entry['objects']}")
     for c in summary["comparisons"]:

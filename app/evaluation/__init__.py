@@ -59,7 +59,8 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
         raise ValueError(f"with ray, the workers load each model again from its options: give {', '.join(given)} as "
                          f"load_model's options (a ModelOptions or a --model string), not as a module")
     if not 0 <= ap_conf <= 1 or ap_max_det < 1:
-        raise ValueError(f"ap_conf must be in [0, 1] and ap_max_det at least 1, got {ap_conf} and {ap_max_det}")
+        raise ValueError(f"the AP threshold (--ap-conf, ap_conf) must be in [0, 1] and its cap (--ap-max-det, "
+                         f"ap_max_det) at least 1; got {ap_conf} and {ap_max_det}")
     methods = tuple(dict.fromkeys(methods))
     ap = (ap_conf, ap_max_det)
     if on_ray:
