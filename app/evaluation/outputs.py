@@ -256,7 +256,7 @@ table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }} td, th {{ border
 th {{ background: #f2f2f2; }} small {{ color: #666; }} .strip {{ display: flex; flex-wrap: wrap; gap: 6px; }}
 figure {{ margin: 0; }} figcaption {{ font-size: 11px; max-width: {THUMBNAIL}px; overflow-wrap: anywhere; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }} .scroll {{ overflow-x: auto; max-width: 100%; }}
-code {{ font-size: 12px; }}
+code {{ font-size: 12px; }} p, h1, h2, h3, h4, li {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>attnlens eval: {html.escape(dataset['name'])}</h1>
 <p>{_count(dataset['images'], 'image')} ({_count(dataset['backgrounds'], 'background')}, not scored),
