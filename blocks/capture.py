@@ -54,13 +54,15 @@ _active_captures: ContextVar[tuple[int, ...]] = ContextVar("attnlens_active_capt
 @dataclass(frozen=True)
 class Reading:
     """How ``capture`` reads one module: its ``kind``, ``how`` it was recognised (in words), the structure
-    ``reader`` used (None: its own operations are watched), and what the kind's pattern learned about it
-    (``detail``)."""
+    ``reader`` used (None: its own operations are watched), what the kind's pattern learned about it
+    (``detail``), and whether the user named it (then it keeps what it computes inside it, at any depth, in every
+    later capture too)."""
 
     kind: str
     how: str
     reader: Reader | None = None
     detail: Any = None
+    named: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,17 @@ def _unhookable(class_name: str) -> Recognition:
 def recognise(model: nn.Module, *example_args: Any, blocks: Mapping[str, str] | None = None,
               **example_kwargs: Any) -> Recognition:
     """Run ``model(*example_args, **example_kwargs)`` once (no gradients) and recognise its blocks by what they
-    compute; later ``capture`` s read them. ``blocks``: modules the user names, qualified name -> kind. A
+    compute; later ``capture`` s read them (a model that builds modules in that pass runs twice, so they are read
+    too). ``blocks``: modules the user names, qualified name -> kind. A
     TorchScript module has no forward hooks to watch its parts by: nothing is recognised, the candidates say so."""
     if isinstance(model, torch.jit.ScriptModule):
         return _unhookable(type(model).__name__)
-    with torch.no_grad(), capture(model, blocks=blocks, observe=True):
-        model(*example_args, **example_kwargs)
+    for _ in range(2):  # again if the pass built modules (a child made in the first forward): they are read too
+        modules = sum(1 for _ in model.modules())
+        with torch.no_grad(), capture(model, blocks=blocks, observe=True):
+            model(*example_args, **example_kwargs)
+        if sum(1 for _ in model.modules()) == modules:
+            break
     recognition = _recognitions.get(model)
     if recognition is None:
         raise RuntimeError("the example pass did not run the model")
@@ -298,8 +305,9 @@ class _Capture:
     def enter(self, name: str, reading: Reading | None, module, args, kwargs) -> None:
         if not self.active():
             return
+        forced = self.named.get(name) or (reading.kind if reading is not None and reading.named else None)
         frame = Frame(name, module, first_image_tensor(args, kwargs), only=None if reading is None else reading.kind,
-                      forced=self.named.get(name), detail=None if reading is None else reading.detail)
+                      forced=forced, detail=None if reading is None else reading.detail)
         module_frames = self.frames.setdefault(name, [])
         module_frames.append(frame)
         self.observer.push(frame)
@@ -417,7 +425,7 @@ class _Capture:
                 if seen.names_differ:
                     how += f" (its names are those of {seen.structure[1].description}, but reading them gives " \
                            f"other maps than it computes)"
-                reading = Reading(kind, how, reader, seen.detail)
+                reading = Reading(kind, how, reader, seen.detail, named=bool(seen.named))
                 found.append(FoundBlock(name, class_name, kind, how, tuple(seen.records)))
             why = list(dict.fromkeys(seen.candidates))
             if seen.named and not seen.kinds:

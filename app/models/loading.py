@@ -524,8 +524,22 @@ def probe_image(size: int) -> Image.Image:
     return Image.fromarray(noise.numpy(), "RGB")
 
 
+def _builds_modules(model: LoadedModel, probe: Tensor) -> bool:
+    """Whether a plain forward pass adds modules to the model (children built in its first forward)."""
+    before = sum(1 for _ in model.module.modules())
+    try:
+        with torch.no_grad():
+            model.forward(probe)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - the user's model: the probe proper says how it fails
+        return False
+    return sum(1 for _ in model.module.modules()) != before
+
+
 def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[BlockInfo], Any, ReferenceLayers]:
-    """One pass on the probe image that recognises the blocks (``attnlens.blocks.recognise``): the blocks in
+    """One pass on the probe image (two for a model that builds modules in its forward) that recognises the blocks
+    (``attnlens.blocks.recognise``): the blocks in
     execution order (feature stride, input channels), the raw output and the last feature stage
     (``attnlens.models.references.find_reference_layers``)."""
     channels: dict[str, int] = {}
@@ -536,30 +550,40 @@ def _probe(model: LoadedModel, named_blocks: Mapping[str, str]) -> tuple[list[Bl
 
     size = model.input_size
     probe, _ = model.recipe.prepare(probe_image(size))
-    handles = [module.register_forward_pre_hook(partial(record_channels, name))
-               for name, module in model.module.named_modules() if not isinstance(module, torch.jit.ScriptModule)]
-    captured = {}
+    captured: dict[str, Any] = {}
 
     def run() -> Any:
         with torch.no_grad(), blocks.capture(model.module, blocks=named_blocks, observe=True) as maps:
             captured["maps"], captured["output"] = maps, model.forward(probe)
         return captured["output"]
 
-    try:
-        layers = find_reference_layers(model.module, run)
-    except ValueError as error:  # a --block naming no module, or no kind
-        if not str(error).startswith("block "):
-            raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
-                                 f"{what_was_raised(error)}") from error
-        raise ModelLoadError(f"{model.name}: --{error}") from error
-    except KeyboardInterrupt:
-        raise
-    except BaseException as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
-        raise ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
-                             f"{what_was_raised(error)}") from error
-    finally:
-        for handle in handles:
-            handle.remove()
+    def failed(error: BaseException) -> ModelLoadError:
+        return ModelLoadError(f"{model.name} failed on a {probe.shape[-1]}x{probe.shape[-2]} probe image: "
+                              f"{what_was_raised(error)}")
+
+    # A model that builds modules in its forward (a fork's ``self.att = None``, made from the input's channels) is
+    # probed again once they exist, so its blocks have one id, their own class, from the first analysis on.
+    for attempt in range(2):
+        modules = sum(1 for _ in model.module.modules())
+        handles = [module.register_forward_pre_hook(partial(record_channels, name))
+                   for name, module in model.module.named_modules() if not isinstance(module, torch.jit.ScriptModule)]
+        try:
+            layers = find_reference_layers(model.module, run)
+        except ValueError as error:  # a --block naming no module, or no kind
+            if not str(error).startswith("block "):
+                raise failed(error) from error
+            if attempt == 0 and "has no module" in str(error) and _builds_modules(model, probe):
+                continue  # it may name a module the forward builds
+            raise ModelLoadError(f"{model.name}: --{error}") from error
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - the user's model failed on a plain input: say so in one line
+            raise failed(error) from error
+        finally:
+            for handle in handles:
+                handle.remove()
+        if sum(1 for _ in model.module.modules()) == modules:
+            break
     model.recognition = blocks.recognition_of(model.module)
     found = {block.id: block for block in (model.recognition.blocks if model.recognition else ())}
     for name in named_blocks:

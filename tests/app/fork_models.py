@@ -1,5 +1,6 @@
 """Factories of models built as fork users build them, with block classes attnlens knows by no name
 (tests/reference/real_forks.py), for ``--model tests.app.fork_models:...``."""
+import torch
 from torch import nn
 
 from tests.reference.real_forks import CBAM, GC, CA_Block, Focus, JointAtt, ParamGeneratorDCN
@@ -25,3 +26,62 @@ def fork_classifier():
 def cbam_only():
     """CBAM is not one of the kinds: a model with no block."""
     return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), CBAM(16, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+class LazyAttention(nn.Module):
+    """A fork's attention wrapper that builds its CA_Block in its first forward, from the input's channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.coordatt = None
+
+    def forward(self, x):
+        if self.coordatt is None:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                self.coordatt = CA_Block(x.shape[1], 4).to(x.device).train(self.training)
+        return self.coordatt(x)
+
+
+class SmallClassifier(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 2, 1)
+        self.att = block
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.att(torch.relu(self.stem(x))))
+
+
+def lazy_attention():
+    """A classifier whose ``att`` builds its CA_Block (``att.coordatt``) in the first forward."""
+    return SmallClassifier(LazyAttention())
+
+
+class ProjectedCoordAtt(nn.Module):
+    """Coordinate attention whose row and column gates (Conv1d on the pooled rows and columns, sigmoid) multiply a
+    1x1 projection of the input (in != out), not the input itself."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3):
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, c_out, 1)
+        self.conv_h = nn.Conv1d(c_in, c_out, k, padding=k // 2)
+        self.conv_w = nn.Conv1d(c_in, c_out, k, padding=k // 2)
+
+    def forward(self, x):
+        gate_h = torch.sigmoid(self.conv_h(x.mean(3)))  # (N, C_out, H)
+        gate_w = torch.sigmoid(self.conv_w(x.mean(2)))  # (N, C_out, W)
+        return self.proj(x) * gate_h.unsqueeze(3) * gate_w.unsqueeze(2)
+
+
+class ProjectedClassifier(SmallClassifier):
+    def __init__(self):
+        super().__init__(ProjectedCoordAtt(16, 24))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+
+def projected_ca():
+    """A classifier whose ``att`` gates a projection of its input: name ``att=ca`` to read it."""
+    torch.manual_seed(0)
+    return ProjectedClassifier()
