@@ -1,11 +1,20 @@
 """``attnlens eval --ray``: the evaluation on a Ray cluster gives a local run's files, byte for byte; a model the
 workers cannot import is one line, soon; Ray missing is one line; the cluster is always shut down. Through the CLI
 process, on clusters of this machine (2 CPUs, no dashboard): one attnlens starts (``--ray local``, on loopback) and
-one the tests start (``ray start --head``, found through ``RAY_ADDRESS``)."""
+one the tests start (``ray start --head``, found through ``RAY_ADDRESS``).
+
+On a shared machine: every process gets its own Ray temp dir (``RAY_TMPDIR``) and no ``RAY_ADDRESS`` it was not
+given, ``auto`` is tried only where Ray is told it sees no cluster, and the tests' cluster is stopped by its own
+processes (those of its temp dir and their children), never ``ray stop``: another user's cluster, or another test
+run's, is neither joined nor stopped."""
+import contextlib
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,11 +32,51 @@ FILES = ("summary.json", "per_image.csv", "report.html", "per_object.csv", "grou
 DETECTOR = "tests.app.colour_detectors:misses_small"  # AP and found / missed on Ray too
 
 
-def attnlens(*args, env=None, cwd=ROOT, prelude=""):
-    """The CLI in a process of its own (``prelude``: Python run before it, in that process only)."""
+@pytest.fixture(scope="module")
+def ray_tmpdir():
+    """This module's own Ray temp dir (short: Ray's socket paths must fit in 107 bytes)."""
+    folder = tempfile.mkdtemp(prefix="ray-tests-", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def attnlens(*args, env=None, cwd=ROOT, prelude="", tmpdir=None):
+    """The CLI in a process of its own (``prelude``: Python run before it, in that process only), with no
+    ``RAY_ADDRESS`` but the one ``env`` gives and, with ``tmpdir``, its own Ray temp dir."""
     code = f"import sys\n{prelude}\nfrom attnlens.cli import main\nmain(sys.argv[1:])"
+    own = {"RAY_ADDRESS": ""} | ({"RAY_TMPDIR": str(tmpdir)} if tmpdir else {})
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env={**os.environ, **(env or {})})
+                          cwd=cwd, env={**os.environ, **own, **(env or {})})
+
+
+def processes_of(temp_dir: str) -> set[int]:
+    """The processes of the Ray cluster whose temp dir is ``temp_dir``: those naming it on their command line (its
+    GCS server, raylet, monitors) and their children (the agents and workers its raylet starts)."""
+    table: dict[int, tuple[int, bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        table[int(entry.name)] = (parent, command)
+    ours = {pid for pid, (_, command) in table.items() if temp_dir.encode() in command and pid != os.getpid()}
+    while more := {pid for pid, (parent, _) in table.items() if parent in ours} - ours:
+        ours |= more
+    return ours
+
+
+def stop_cluster(temp_dir: str, wait_s: float = 15) -> None:
+    """Stop exactly the cluster of ``temp_dir``: SIGTERM to its processes, then SIGKILL to what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in processes_of(temp_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while processes_of(temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def ray_daemons() -> set[int]:
@@ -52,27 +101,31 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray cluster started as users start one (``ray start --head``): its address, for ``RAY_ADDRESS``."""
+def cluster():
+    """A Ray cluster started as users start one (``ray start --head``), in a temp dir of its own: its address, for
+    ``RAY_ADDRESS``; stopped by its own processes after (``stop_cluster``)."""
     ray = Path(sys.executable).with_name("ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     started = subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--include-dashboard", "false", "--port", "0",
-                              "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+                              "--disable-usage-stats", "--temp-dir", temp_dir], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
     try:
         assert started.returncode == 0, started.stderr
         address = re.search(r"--address='?([\d.]+:\d+)", started.stdout + started.stderr)
         assert address, started.stdout
         yield address.group(1)
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_path):
+def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_path, ray_tmpdir):
     common = ["eval", "--data", dataset, "--model", MODELS[0], "--model", MODELS[1], "--model", DETECTOR, "--device", "cpu",
               "--batch-size", "2", "--reference", "gradcam,eigencam"]
     local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
     before = ray_daemons()
-    on_ray = attnlens(*common, "--ray", "local", "--out", tmp_path / "ray", env={"RAY_ADDRESS": ""})
+    on_ray = attnlens(*common, "--ray", "local", "--out", tmp_path / "ray", tmpdir=ray_tmpdir)
     assert on_ray.returncode == 0, on_ray.stderr
     for name in FILES:  # the same images, batches, measures, intervals, kept best / worst images
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
@@ -85,7 +138,8 @@ def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_
 
 
 def test_ray_missing_and_ray_mistakes_are_one_line(dataset, tmp_path):
-    """(Before the tests' cluster starts: ``auto`` must find none.)"""
+    """``auto`` with no cluster: Ray is told it sees none (no cluster file in this test's temp dir, no GCS server
+    found), so a cluster someone else runs on this machine is never joined."""
     missing = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--ray", prelude="sys.modules['ray'] = None",
                        cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == \
@@ -99,7 +153,8 @@ def test_ray_missing_and_ray_mistakes_are_one_line(dataset, tmp_path):
     assert nowhere.returncode == 2 and nowhere.stderr.strip().startswith(
         "attnlens: no Ray cluster answers at 127.0.0.1:9 (RAY_ADDRESS)"), nowhere.stderr
     none_running = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray", "auto",
-                            env={"RAY_ADDRESS": ""}, cwd=ROOT)
+                            cwd=ROOT, tmpdir=tmp_path, prelude="import functools\nimport ray._private.services as services\n"
+                                                              "services.find_gcs_addresses = functools.cache(list)")
     assert none_running.returncode == 2 and none_running.stderr.count("\n") == 1, none_running.stderr
     assert none_running.stderr.startswith("attnlens: cannot start or join the Ray cluster (auto)")
 
