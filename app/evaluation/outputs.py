@@ -82,6 +82,7 @@ def _count(number: int, thing: str) -> str:
 
 
 def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, colour, width: int) -> None:
+    """A box's outline in dashes (a missed object, as the page draws it)."""
     x0, y0, x1, y1 = box
     dash = 4 * width
     for start in range(0, int(max(x1 - x0, y1 - y0)) + 1, 2 * dash):
