@@ -42,8 +42,10 @@ ATTENTION_MEASURES = ("energy", "pointing")
 
 
 def file_name(model: str) -> str:
-    """A model's name as a file name: characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", model).strip(".") or "model"
+    """A model's name as a file name: the name itself, but for ``/``, ``\\`` and control characters (``_``); a
+    name of dots only is ``model``."""
+    name = re.sub(r"[/\\\x00-\x1f]", "_", model)
+    return "model" if not name.strip(".") else name
 
 
 @dataclass
@@ -224,7 +226,7 @@ def _model_entry(name: str, model: LoadedModel, stats: dict, per_class: dict, dr
     found = sum(obj.hit is not None for obj in labelled.values())
     reader = model.reader
     entry |= {"images": images, "objects": len(labelled), "found": found, "missed": len(labelled) - found,
-              "detections": detections, "file": f"detections/{file_name(name)}.json", "classes_matched": how,
+              "detections": detections, "classes_matched": how,
               "classes_left_out": [model.label(i) for i in range(model.num_classes) if i not in mapping],
               "thresholds": {"ap_conf": ap[0], "ap_max_det": max(ap[1], reader.max_det), "conf": reader.conf,
                              "max_det": reader.max_det, "nms_iou": reader.iou, "match_iou": MATCH_IOU}}
@@ -268,7 +270,10 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
             shown.append(_coco_detections(found.shown if found else None, mapping)[0])
             rows += [{"image_id": image_id, "category_id": category_ids[cls], "bbox": [x, y, w, h], "score": score}
                      for cls, x, y, w, h, score in written]
-        result.files[f"detections/{file_name(name)}.json"] = rows
+        path = f"detections/{file_name(name)}.json"
+        while path in result.files:  # two names made one by file_name
+            path = path.removesuffix(".json") + "-2.json"
+        result.files[path] = rows
         evaluation = Evaluation(truth.boxes, scored, len(dataset.classes))
         per_class[name] = evaluation.per_class()
         draws[name] = evaluation.per_class(counts)
@@ -285,6 +290,7 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
                     result.status[name, image.id][j] = b in taken
         entry = _model_entry(name, model, evaluation.stats(), per_class[name], draws[name], labelled, dataset.classes,
                              counted, how, mapping, len(rows), len(truth.images), ap)
+        entry["file"] = path
         entry["attention"] = _attention(scores_of[name], labelled, counts)
         result.summary[name] = entry
         for scored_object in scores_of[name]:

@@ -28,7 +28,7 @@ pytest.importorskip("ray.data", reason="the Ray tests need the ray extra: pip in
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("tests.app.labelled_data:flat_context", "tests.app.labelled_data:red_context")
 FILES = ("summary.json", "per_image.csv", "report.html", "per_object.csv", "ground_truth.json",
-         "detections/tests.app.colour_detectors_misses_small.json")
+         "detections/tests.app.colour_detectors:misses_small.json")
 DETECTOR = "tests.app.colour_detectors:misses_small"  # AP and found / missed on Ray too
 
 
