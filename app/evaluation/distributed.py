@@ -32,6 +32,8 @@ __all__ = ["RayError", "evaluate_on_ray", "ray_module"]
 
 INSTALL = "pip install 'attnlens[ray]'"
 CONNECT_TIMEOUT_S = 5
+# an HTTP/2 client's preface and an empty SETTINGS frame: a gRPC server (a Ray cluster's GCS) answers with its own
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 PREFLIGHT_TIMEOUT_S = 120  # for the workers to import and load every model once, before the run
 SHIPPED_EXCLUDES = ["venv", "__pycache__", "*.pt", "*.pth", "*.safetensors", "runs", "build", "dist",
                     "e2e-screenshots"]  # besides what .gitignore and Ray leave out (.git, .venv)
@@ -119,7 +121,9 @@ def _address(address: str | bool) -> str:
 
 def _check_reachable(address: str) -> None:
     """A cluster's address (``host:port``, ``ray://host:port``; ``auto``: ``RAY_ADDRESS``'s, where set) answers on
-    TCP, or ``RayError`` at once: Ray itself would wait for it for minutes."""
+    TCP as a gRPC server does (a Ray cluster's GCS, a Ray Client server), within ``CONNECT_TIMEOUT_S`` each, or
+    ``RayError`` at once: Ray itself waits minutes for an address nothing answers at, and forever for one where
+    something else does (a dashboard's, an HTTP port)."""
     named = address
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS", "")
@@ -128,10 +132,18 @@ def _check_reachable(address: str) -> None:
     if address in ("", "local", "auto") or not port.isdigit():
         return
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(HTTP2_PREFACE)
+            answer = connection.recv(9)
+    except TimeoutError:
+        answer = b""  # connected, then nothing said: not a gRPC server either
     except OSError as error:
         raise RayError(f"no Ray cluster answers at {named} ({error.strerror or error}): start one there with "
                        f"ray start --head, or give --ray local") from error
+    if len(answer) < 4 or answer[3] != 0x04:  # a gRPC server answers the preface with its SETTINGS frame
+        raise RayError(f"something answers at {named}, but not a Ray cluster (its GCS, or a Ray Client server, speaks "
+                       f"gRPC; this one said {answer[:24]!r}): give the cluster's GCS address (ray start --head prints "
+                       f"it, port 6379 by default), not its dashboard's or another service's")
 
 
 def _for_workers(options: ModelOptions) -> ModelOptions:

@@ -8,6 +8,7 @@ given, ``auto`` is tried only where Ray is told it sees no cluster, and the test
 processes (those of its temp dir and their children), never ``ray stop``: another user's cluster, or another test
 run's, is neither joined nor stopped."""
 import contextlib
+import http.server
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +94,19 @@ def ray_daemons() -> set[int]:
     return found
 
 
+@contextlib.contextmanager
+def http_server():
+    """An HTTP server of this test on a free loopback port (its port), shut down after."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray") / "data"
@@ -152,6 +167,13 @@ def test_ray_missing_and_ray_mistakes_are_one_line(dataset, tmp_path):
     assert time.monotonic() - start < 30
     assert nowhere.returncode == 2 and nowhere.stderr.strip().startswith(
         "attnlens: no Ray cluster answers at 127.0.0.1:9 (RAY_ADDRESS)"), nowhere.stderr
+    with http_server() as port:  # something that is not Ray answers there (a dashboard's port, say): Ray would hang
+        for address in (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"):
+            start = time.monotonic()
+            other = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray", address)
+            assert time.monotonic() - start < 60
+            assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+            assert other.stderr.startswith(f"attnlens: something answers at {address}, but not a Ray cluster")
     none_running = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray", "auto",
                             cwd=ROOT, tmpdir=tmp_path, prelude="import functools\nimport ray._private.services as services\n"
                                                               "services.find_gcs_addresses = functools.cache(list)")
