@@ -133,7 +133,7 @@ class Engine:
                 output = self._forward(batch)  # any graph starts at the reference layers (LayerActivations.kept)
                 predictions, scored = self._read_both(output, scoring)
                 scored = None if scored is None else _detached(scored, "detect")
-                with users_code(model.name, model.device, "in the reference map's backward pass"):
+                with users_code(model.name, "in the reference map's backward pass"):
                     try:
                         found = self._references(output, predictions, layers, references)
                     except TargetError as error:
@@ -172,7 +172,7 @@ class Engine:
 
     def _forward(self, batch: Tensor) -> Any:
         """The model's raw output: its own code, so whatever it raises is ``ModelRunError``."""
-        with users_code(self.model.name, self.model.device):
+        with users_code(self.model.name):
             return self.model.forward(batch)
 
     def _read_both(self, output: Any, scoring: BoxReader | None) -> tuple[Any, Any]:

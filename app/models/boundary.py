@@ -4,7 +4,9 @@ User code is hostile by accident: it raises, exits (``sys.exit``), raises ``Base
 watchdog's), runs out of memory, prints. ``users_code`` turns whatever it raises into one exception that
 names the model and says what was raised, in one line (``ModelRunError``); ``one_line`` makes any error
 message one line (torch's state_dict and ``weights_only`` messages, PyYAML's parser errors are summarised).
-Only ``KeyboardInterrupt`` passes through, and a CUDA out-of-memory (the server answers 503, try again).
+Only ``KeyboardInterrupt`` passes through. An accelerator's out-of-memory (``torch.OutOfMemoryError``; the CPU
+allocator raises a ``RuntimeError``) is a ``ModelRunError`` that is ``transient``: the memory other work holds,
+so the server answers 503 and "try again" where a model's own failure answers 502.
 """
 from __future__ import annotations
 
@@ -87,30 +89,28 @@ def what_was_raised(error: BaseException) -> str:
 
 class ModelRunError(Exception):
     """A loaded model failed on an input: what it raised (type, first line), said in one line that names the
-    model. ``memory``: it ran out of memory (on the CPU)."""
+    model. ``memory``: it ran out of memory; ``transient``: of an accelerator's (``torch.OutOfMemoryError``), which
+    may pass once other work frees it."""
 
     def __init__(self, model: str, error: BaseException, during: str = "on this image"):
         self.model, self.error, self.during = model, error, during
         self.memory = is_memory_error(error)
+        self.transient = isinstance(error, torch.OutOfMemoryError)
         self.raised = what_was_raised(error)
         what = "ran out of memory" if self.memory else "failed"
         super().__init__(f"the model {model} {what} {during}: {self.raised}")
 
 
 @contextmanager
-def users_code(model: str, device: torch.device, during: str = "on this image") -> Iterator[None]:
-    """Run a model's own code: anything it raises (``SystemExit`` and ``BaseException`` subclasses included)
-    becomes ``ModelRunError``; ``KeyboardInterrupt`` and attnlens' own ``ModelRunError`` pass through, and
-    so does a CUDA out-of-memory on a CUDA model (the caller tells the client to try again)."""
+def users_code(model: str, during: str = "on this image") -> Iterator[None]:
+    """Run a model's own code: anything it raises (``SystemExit`` and ``BaseException`` subclasses included, an
+    accelerator's out-of-memory too: ``ModelRunError.transient``) becomes ``ModelRunError``; ``KeyboardInterrupt``
+    and attnlens' own ``ModelRunError`` pass through."""
     from .outputs import TargetError  # attnlens' own: the Grad-CAM target asked for
 
     try:
         yield
     except (KeyboardInterrupt, ModelRunError, TargetError):
         raise
-    except torch.OutOfMemoryError as error:
-        if device.type == "cuda":
-            raise
-        raise ModelRunError(model, error, during) from error
     except BaseException as error:  # noqa: BLE001 - the user's code: said in one line
         raise ModelRunError(model, error, during) from error

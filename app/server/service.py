@@ -63,6 +63,13 @@ class Served:
         return round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 2)
 
 
+def _out_of_memory() -> Overloaded:
+    """The accelerator ran out of memory: its cache freed, the client told to try again (503)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return Overloaded("the GPU ran out of memory; try again or send a smaller image", 5)
+
+
 class Service:
     def __init__(self, settings: Settings, on_load_error: Callable[[str], None] | None = None):
         """``on_load_error``: called (on the loading thread) with the message when a model fails to load."""
@@ -177,10 +184,11 @@ class Service:
         engine = served.engine
         try:
             result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), references)
-        except torch.cuda.OutOfMemoryError:  # a CUDA model's (a CPU one's is the model's failure, ModelRunError)
-            torch.cuda.empty_cache()
-            raise Overloaded("the GPU ran out of memory; try again or send a smaller image", 5) from None
-        except ModelRunError as error:  # named as the server offers it
+        except torch.OutOfMemoryError:  # outside the model's own code (attnlens' work on the batch)
+            raise _out_of_memory() from None
+        except ModelRunError as error:  # named as the server offers it; an accelerator's memory: try again
+            if error.transient:
+                raise _out_of_memory() from None
             raise ModelRunError(served.name, error.error, error.during) from error.error
         analyses = engine.analyses(result, [geometry for _, _, geometry, _ in jobs])
         for analysis, (*_, enqueued) in zip(analyses, jobs):

@@ -43,6 +43,13 @@ class CpuOutOfMemory(Classifier):
         return logits + torch.empty(2 ** 45)  # 128 TiB: the allocator refuses
 
 
+class AcceleratorOutOfMemory(Classifier):
+    """What a model on a full GPU raises (simulated, so that it runs anywhere): memory other work holds."""
+
+    def misbehave(self, x, logits):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
 class Watchdog(BaseException):
     """What a user's watchdog raises (not an Exception)."""
 
@@ -125,6 +132,10 @@ def changes_after_probe():
 
 def cpu_out_of_memory():
     return CpuOutOfMemory()
+
+
+def accelerator_out_of_memory():
+    return AcceleratorOutOfMemory()
 
 
 def raises_base_exception():

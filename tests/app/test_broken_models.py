@@ -41,6 +41,7 @@ def one_line(stderr: str) -> str:
     ("square_only", [], "AssertionError: expected a square input"),
     ("changes_after_probe", [], "its output is not laid out as in the probe pass"),
     ("cpu_out_of_memory", [], "ran out of memory on this image: RuntimeError: out of memory on the CPU"),
+    ("accelerator_out_of_memory", [], "ran out of memory on this image: OutOfMemoryError: CUDA out of memory"),
     ("raises_base_exception", [], "Watchdog: frame took too long"),
     ("exits_in_forward", [], "SystemExit(3): its code called sys.exit"),
     ("backward_fails", ["--gradcam"], "failed in the reference map's backward pass: RuntimeError: this fork's "
@@ -173,7 +174,8 @@ def test_the_server_answers_a_failing_model_with_its_error_and_goes_on(tmp_path)
     models.write_text("\n".join(f'[[models]]\nname = "{name}"\nmodel = "{model}"\n' for name, model in (
         ("default", "efficientnet_lite0"), ("square", f"{BROKEN}:square_only"),
         ("watchdog", f"{BROKEN}:raises_base_exception"), ("exits", f"{BROKEN}:exits_in_forward"),
-        ("nan", f"{BROKEN}:nan_in_a_block"), ("memory", f"{BROKEN}:cpu_out_of_memory"))))
+        ("nan", f"{BROKEN}:nan_in_a_block"), ("memory", f"{BROKEN}:cpu_out_of_memory"),
+        ("gpu-memory", f"{BROKEN}:accelerator_out_of_memory"))))
     photo = PHOTO.read_bytes()
     with running_server(args=("--models", str(models))) as (base, process), httpx.Client(base_url=base) as client:
         def post(name):
@@ -188,6 +190,9 @@ def test_the_server_answers_a_failing_model_with_its_error_and_goes_on(tmp_path)
             assert body["model"] == name and body["raised"].startswith(raised) and f"the model {name} " in body["detail"]
             assert failed.headers.get("connection") != "close"
             assert post("default").status_code == 200  # the next request, on the same connection
+        full = post("gpu-memory")  # an accelerator's memory, which other work holds: try again (the model did not fail)
+        assert full.status_code == 503 and full.headers["Retry-After"] and "out of memory" in full.json()["detail"]
+        assert post("default").status_code == 200
         nan = post("nan")
         assert nan.status_code == 200
         strict_json(nan.text)
