@@ -135,7 +135,7 @@ class Engine:
                 scored = None if scored is None else _detached(scored, "detect")
                 with users_code(model.name, "in the reference map's backward pass"):
                     try:
-                        found = self._references(output, predictions, layers, references)
+                        found, errors = self._references(output, predictions, layers, references)
                     except TargetError as error:
                         if not references.optional:
                             raise
@@ -205,8 +205,9 @@ class Engine:
         return chosen
 
     def _references(self, output: Any, predictions: Any, layers: LayerActivations,
-                    request: ReferenceRequest) -> dict[str, list[Reference | None]]:
-        """Each method's map of each image at ``layers`` (for the gradient methods, of the image's target)."""
+                    request: ReferenceRequest) -> tuple[dict[str, list[Reference | None]], dict[str, str]]:
+        """Each method's map of each image at ``layers`` (for the gradient methods, of the image's target), and for
+        an optional request the methods that could not be computed, with why (the others are kept)."""
         model, count = self.model, len(request.targets)
         missing = [name for name, kept in zip(layers.names, layers.outputs) if kept is None]
         if missing:
@@ -219,17 +220,19 @@ class Engine:
                 found[method] = [Reference(method, names, None, None, None, None, maps[i]) for i in range(count)]
         gradient_methods = [method for method in request.methods if METHODS[method].gradients]
         if not gradient_methods:
-            return found
+            return found, {}
         chosen = self._targets(predictions, request.targets)
         scores = [model.reader.score(output, predictions, i, target, request.kind) for i, target in enumerate(chosen)
                   if target is not None]
         if not scores:
-            return found | {method: [None] * count for method in gradient_methods}
+            return found | {method: [None] * count for method in gradient_methods}, {}
         try:
             gradients = gradients_of(torch.stack(scores).float().sum(), activations)
         except ValueError as error:
-            raise TargetError(f"{error} ({', '.join(names)}): {METHODS[gradient_methods[0]].title} has nothing to "
-                              f"show") from error
+            why = f"{error} ({', '.join(names)}): {METHODS[gradient_methods[0]].title} has nothing to show"
+            if not request.optional:
+                raise TargetError(why) from error
+            return found | {method: [None] * count for method in gradient_methods}, dict.fromkeys(gradient_methods, why)
         for method in gradient_methods:
             maps = reference_maps(method, activations, gradients)
             found[method] = []
@@ -240,7 +243,7 @@ class Engine:
                 index = target if model.task == "classify" else int(predictions[i].classes[target])
                 rank, kind = (None, "class") if model.task == "classify" else (target, request.kind)
                 found[method].append(Reference(method, names, index, model.label(index), rank, kind, maps[i]))
-        return found
+        return found, {}
 
     def analyses(self, result: RunResult, geometries: Sequence[InputGeometry],
                  images: Sequence[Image.Image | None] | None = None) -> list[Analysis]:

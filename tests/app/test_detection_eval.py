@@ -305,10 +305,11 @@ def test_a_reference_that_cannot_be_computed_costs_only_the_reference(tmp_path):
     recipe = {"input_size": 320, "resize": "letterbox", "normalize": "none", "device": "cpu"}
     summary = attnlens.evaluate([("v8", attnlens.load_model("tests.app.yolo_models:v8", **recipe)),
                                  ("blind", attnlens.load_model("tests.app.yolo_models:tuple_head", conf=0.99, **recipe))],
-                                yaml, batch_size=2)
+                                yaml, batch_size=2, reference="gradcam,eigencam")
     rows = {(row["model"], row["map"]): row for row in summary["rows"]}
     assert rows["v8", "model.ca"]["images"] == 3 and rows["blind", "model.3.1"]["images"] == 3
     assert ("v8", "reference/gradcam") not in rows and ("blind", "reference/gradcam") not in rows
+    assert rows["v8", "reference/eigencam"]["images"] == 3  # no target needed: computed beside the failed one
     reasons = [s for s in summary["dataset"]["skipped"] if s["kind"].startswith("reference/gradcam")]
     assert len(reasons) == 6 and {s["file"] for s in reasons} == {"images/val/one.png", "images/val/two.png",
                                                                    "images/val/three.png"}
