@@ -167,52 +167,51 @@ class _Labelled:
     hit: tuple[float, float] | None  # (IoU, score) of the shown detection that found it; None: missed
 
 
-def _object_mean(values: list[tuple[int, float]], counts: np.ndarray) -> tuple[float, np.ndarray]:
-    """The mean of ``(image place, value)`` over objects, and its value in each draw (NaN: no object drawn)."""
-    sums, numbers = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
-    for place, value in values:
-        sums[place] += value
-        numbers[place] += 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (float(sums.sum() / numbers.sum()) if numbers.sum() else float("nan"),
-                (counts @ sums) / (counts @ numbers))
-
-
-def _found_and_missed(values: dict[str, list[tuple[int, float, bool]]], counts: np.ndarray) -> dict:
-    """``{"found", "missed": {"objects", "energy", "pointing"}, "found_minus_missed": {"energy", "pointing"}}`` of
-    one map's objects (``values[measure]``: ``(image place, value, found)``)."""
-    entry: dict[str, Any] = {}
-    means: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
-    for status, wanted in (("found", True), ("missed", False)):
-        entry[status] = {"objects": sum(f == wanted for _, _, f in values[ATTENTION_MEASURES[0]])}
-        for name in ATTENTION_MEASURES:
-            means[status, name] = _object_mean([(p, v) for p, v, f in values[name] if f == wanted], counts)
-            entry[status][name] = _interval(*means[status, name])
-    entry["found_minus_missed"] = {name: _interval(means["found", name][0] - means["missed", name][0],
-                                                   means["found", name][1] - means["missed", name][1])
-                                   for name in ATTENTION_MEASURES}
-    return entry
-
-
 def _attention(scores: list[ObjectScore], labelled: dict[tuple[str, int], _Labelled], counts: np.ndarray) -> dict:
-    """Per map: its energy and pointing on the objects found and on those missed, overall, ``by_class`` and
-    ``by_size``."""
-    grouped: dict[str, dict[tuple[str, str], dict[str, list]]] = \
-        defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    """Per map: its energy and pointing on the objects found and on those missed (``{"found", "missed": {"objects",
+    "energy", "pointing"}, "found_minus_missed": {"energy", "pointing"}}``), overall, ``by_class`` and ``by_size``;
+    each a mean over objects, its draws the mean over the objects of the images drawn (one product for all)."""
+    grouped: dict[tuple[str, str, str], list[tuple[int, float, float, bool]]] = defaultdict(list)
     for scored in scores:
         obj = labelled.get((scored.image, scored.object))
-        if obj is None:
-            continue
-        for group in (("all", ""), ("class", obj.cls), ("size", obj.size)):
+        if obj is not None:
+            for kind, group in (("all", ""), ("class", obj.cls), ("size", obj.size)):
+                grouped[scored.map, kind, group].append((obj.place, scored.energy, scored.pointing, obj.hit is not None))
+    # one column per (map, group, found or missed, measure): each image's sum of the objects' values, and count
+    columns = [(key, status, name) for key in grouped for status in (True, False) for name in ATTENTION_MEASURES]
+    sums, numbers = np.zeros((counts.shape[1], len(columns))), np.zeros((counts.shape[1], len(columns)))
+    for column, (key, status, name) in enumerate(columns):
+        chosen = [(place, energy if name == "energy" else pointing)
+                  for place, energy, pointing, found in grouped[key] if found == status]
+        if chosen:
+            places, values = np.array(chosen).T
+            np.add.at(sums[:, column], places.astype(int), values)
+            np.add.at(numbers[:, column], places.astype(int), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums.sum(axis=0) / numbers.sum(axis=0)
+        drawn = (counts @ sums) / (counts @ numbers)  # (draws, columns)
+    index = {column: i for i, column in enumerate(columns)}
+
+    def entry_of(key: tuple[str, str, str]) -> dict:
+        entry: dict[str, Any] = {}
+        for status, found in (("found", True), ("missed", False)):
+            entry[status] = {"objects": sum(f == found for *_, f in grouped[key])}
             for name in ATTENTION_MEASURES:
-                grouped[scored.map][group][name].append((obj.place, getattr(scored, name), obj.hit is not None))
+                i = index[key, found, name]
+                entry[status][name] = _interval(means[i], drawn[:, i])
+        entry["found_minus_missed"] = {}
+        for name in ATTENTION_MEASURES:
+            a, b = index[key, True, name], index[key, False, name]
+            entry["found_minus_missed"][name] = _interval(means[a] - means[b], drawn[:, a] - drawn[:, b])
+        return entry
+
     attention = {}
-    for key, groups in grouped.items():
-        entry = _found_and_missed(groups["all", ""], counts)
-        for kind, title in (("class", "by_class"), ("size", "by_size")):
-            entry[title] = {group[1]: _found_and_missed(values, counts) for group, values in groups.items()
-                            if group[0] == kind}
-        attention[key] = entry
+    for key in grouped:
+        if key[1] == "all":
+            attention[key[0]] = entry_of(key) | {
+                title: {group: entry_of((key[0], kind, group)) for (map_key, group_kind, group) in grouped
+                        if map_key == key[0] and group_kind == kind}
+                for kind, title in (("class", "by_class"), ("size", "by_size"))}
     return attention
 
 
