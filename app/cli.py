@@ -465,9 +465,11 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=answers)
         return 0
+    from .evaluation.outputs import plural
+
     dataset = summary["dataset"]
-    print(f"{_plural(dataset['images'], 'image')}, {_plural(dataset['objects'], 'object')}, "
-          f"{_plural(dataset['backgrounds'], 'background')} (not scored); means over images [bootstrap 95% interval]")
+    print(f"{plural(dataset['images'], 'image')}, {plural(dataset['objects'], 'object')}, "
+          f"{plural(dataset['backgrounds'], 'background')} (not scored); means over images [bootstrap 95% interval]")
     width = max(len(name) for name in summary["models"])
     print(f"{'model':{width}} {'map':34} {'energy':>22} {'lift':>22} {'pointing':>22}")
     for row in summary["rows"]:
@@ -483,10 +485,6 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/summary.json, per_image.csv, report.html, figure.png and figure.pdf" +
               (", ground_truth.json, detections/ and per_object.csv" if summary.get("detection") else ""))
     return 0
-
-
-def _plural(number: int, thing: str) -> str:
-    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def _skipped_line(skipped: list[dict]) -> str:

@@ -102,7 +102,7 @@ def main() -> None:
                                                                          args.batch_size, args.workers)}
             if model.task == "detect":
                 runs["eval + AP, found / missed"] = lambda: evaluate_detections(
-                    [("m", model)], dataset, set(), evaluate_dataset([("m", model)], dataset, (), args.batch_size,
+                    [("m", model)], dataset, evaluate_dataset([("m", model)], dataset, (), args.batch_size,
                                                                      args.workers))
             rates: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.repeats):

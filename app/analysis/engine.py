@@ -70,6 +70,11 @@ class RunResult:
         return next((maps[i] for maps in self.references.values()), None)
 
 
+def _unavailable(methods: Sequence[str], count: int, why: str) -> tuple[dict[str, list[None]], dict[str, str]]:
+    """An optional request's ``methods`` that could not be computed: None for each of ``count`` images, and why."""
+    return {method: [None] * count for method in methods}, dict.fromkeys(methods, why)
+
+
 def _detached(predictions: Any, task: str) -> Any:
     """What a reader gave, off any graph (a gradient reference's pass keeps one)."""
     if task == "classify":
@@ -121,8 +126,7 @@ class Engine:
         except TargetError as error:
             if not references.optional:
                 raise
-            references, errors = None, dict.fromkeys(references.methods, str(error))
-            found = {method: [None] * batch.shape[0] for method in errors}
+            (found, errors), references = _unavailable(references.methods, batch.shape[0], str(error)), None
         if references is None:
             with torch.no_grad(), autocast, blocks.capture(model.module) as maps:
                 output = self._forward(batch)
@@ -139,8 +143,7 @@ class Engine:
                     except TargetError as error:
                         if not references.optional:
                             raise
-                        errors = dict.fromkeys(references.methods, str(error))
-                        found = {method: [None] * batch.shape[0] for method in references.methods}
+                        found, errors = _unavailable(references.methods, batch.shape[0], str(error))
             predictions = _detached(predictions, model.task)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
@@ -232,7 +235,8 @@ class Engine:
             why = f"{error} ({', '.join(names)}): {METHODS[gradient_methods[0]].title} has nothing to show"
             if not request.optional:
                 raise TargetError(why) from error
-            return found | {method: [None] * count for method in gradient_methods}, dict.fromkeys(gradient_methods, why)
+            unavailable, errors = _unavailable(gradient_methods, count, why)
+            return found | unavailable, errors
         for method in gradient_methods:
             maps = reference_maps(method, activations, gradients)
             found[method] = []

@@ -71,7 +71,7 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
         total = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress, ap)
     scores, kept, skipped = total.scores, total.kept, total.skipped
     dropped = {s.file for s in skipped if s.kind == "unreadable image"}
-    detection = evaluate_detections(loaded, dataset, dropped, total, seed, ap)
+    detection = evaluate_detections(loaded, dataset, total, seed, ap)
     summary = {
         "models": names,
         "dataset": {"name": dataset.name, "images": len(dataset.images) - len(dropped),

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .coco_ap import MATCH_IOU, class_mapping, match
-from .coco_ap import iou as coco_iou
+from .coco_ap import MATCH_IOU, Boxes, class_mapping, matched
 from .datasets import DataError, Dataset, LabelledImage, read_dataset
 from .measures import MEASURES
 from .run import upright_size
@@ -161,20 +160,14 @@ def match_detections(ground_truth: list[dict], detections: list[dict], model_lab
     per class COCO's matching (best detections first, each taking the unmatched box of the highest IoU >= ``iou``).
     A detection no box takes is a false positive."""
     mapping, _ = class_mapping(model_labels, classes)
-    taken: dict[int, int] = {}
-    for k in {g["index"] for g in ground_truth}:
-        boxes = [i for i, g in enumerate(ground_truth) if g["index"] == k]
-        ranks = [rank for rank, d in enumerate(detections) if mapping.get(d["index"]) == k]
-        if not ranks:
-            continue
-        xywh = lambda box: [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-        overlaps = coco_iou(np.array([xywh(detections[r]["box"]) for r in ranks], dtype=np.float64),
-                            np.array([xywh(ground_truth[i]["box"]) for i in boxes], dtype=np.float64),
-                            np.zeros(len(boxes), dtype=bool))
-        plain = np.zeros((1, len(boxes)), dtype=bool)
-        for place, box in enumerate(match(overlaps, plain, plain[0], np.array([iou]))[0, 0]):
-            if box >= 0:
-                taken[boxes[box]] = ranks[place]
+    ranks = [rank for rank, d in enumerate(detections) if d["index"] in mapping]
+    xywh = lambda box: [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+    truth = Boxes(np.array([xywh(g["box"]) for g in ground_truth], dtype=np.float64).reshape(-1, 4),
+                  np.array([g["index"] for g in ground_truth], dtype=np.int64))
+    found = Boxes(np.array([xywh(detections[r]["box"]) for r in ranks], dtype=np.float64).reshape(-1, 4),
+                  np.array([mapping[detections[r]["index"]] for r in ranks], dtype=np.int64),
+                  score=np.array([-rank for rank in ranks], dtype=np.float64))  # best first, as they are ranked
+    taken = {box: ranks[place] for box, (place, _) in matched(truth, found, iou).items()}
     return [{**g, "status": "found" if i in taken else "missed", "detection": taken.get(i)}
             for i, g in enumerate(ground_truth)]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["AP_CONF", "AP_MAX_DET", "AREAS", "MATCH_IOU", "STATS", "Boxes", "Evaluation", "class_mapping", "iou",
-           "match"]
+           "match", "matched"]
 
 AP_CONF, AP_MAX_DET = 0.001, 300  # the detections AP is computed from: as detector validation (YOLO val) runs
 MATCH_IOU = 0.5  # an object is found by a detection of its class at IoU >= 0.5 (above the display threshold)
@@ -97,6 +97,24 @@ def match(overlaps: np.ndarray, ignored: np.ndarray, crowd: np.ndarray, threshol
         a, t = np.nonzero(hit)
         taken[a, t, last[a, t]] = True
     return taken_by
+
+
+def matched(truth: Boxes, found: Boxes, threshold: float = MATCH_IOU) -> dict[int, tuple[int, float]]:
+    """COCO's matching at one IoU ``threshold``, class by class: box place -> (place in ``found`` of the detection
+    that takes it, their IoU). Detections best first by score (ties in their order), crowds (``truth.crowd``) taken
+    only when no other box is open and never reported. ``found``: detections in the dataset's classes."""
+    taken: dict[int, tuple[int, float]] = {}
+    crowd = truth.crowd if truth.crowd is not None else np.zeros(len(truth.category), dtype=bool)
+    for k in np.unique(truth.category):
+        g, d = np.flatnonzero(truth.category == k), np.flatnonzero(found.category == k)
+        if not len(d):
+            continue
+        d = d[np.argsort(-found.score[d], kind="mergesort")]
+        overlaps = iou(found.bbox[d], truth.bbox[g], crowd[g])
+        for place, box in enumerate(match(overlaps, crowd[g][None, :], crowd[g], np.array([threshold]))[0, 0]):
+            if box >= 0 and not crowd[g[box]]:
+                taken[int(g[box])] = (int(d[place]), float(overlaps[place, box]))
+    return taken
 
 
 def class_mapping(model_labels: Sequence[str], dataset_classes: Sequence[str]) -> tuple[dict[int, int], str]:

@@ -28,10 +28,10 @@ import numpy as np
 
 from attnlens.models import LoadedModel
 
-from .coco_ap import AP_CONF, AP_MAX_DET, MATCH_IOU, Boxes, Evaluation, class_mapping, iou, match
+from .coco_ap import AP_CONF, AP_MAX_DET, MATCH_IOU, Boxes, Evaluation, class_mapping, matched
 from .datasets import Dataset, LabelledImage
 from .measures import SIZES
-from .run import BatchScores, DetectedBoxes, ObjectScore, upright_size
+from .run import BatchScores, DetectedBoxes, ObjectScore
 from .summary import BOOTSTRAP
 
 __all__ = ["PER_OBJECT_COLUMNS", "DetectionResults", "evaluate_detections", "file_name"]
@@ -69,7 +69,8 @@ class _Truth:
     coco: dict
 
 
-def _ground_truth(dataset: Dataset, dropped: set[str]) -> _Truth:
+def _ground_truth(dataset: Dataset, sizes: dict[str, tuple[int, int]]) -> _Truth:
+    """The images read (``sizes``: each one's upright size, from the scoring), in dataset order, as COCO holds them."""
     counted = list(dataset.counted if dataset.counted is not None else range(len(dataset.classes)))
     category_ids = dataset.category_ids or [k + 1 for k in range(len(dataset.classes))]
     coco: dict[str, Any] = {"info": {"description": f"attnlens eval: the ground truth of {dataset.name}"},
@@ -77,12 +78,9 @@ def _ground_truth(dataset: Dataset, dropped: set[str]) -> _Truth:
                             "categories": [{"id": category_ids[k], "name": dataset.classes[k]} for k in counted]}
     images, boxes, objects = [], [], []
     for number, image in enumerate(dataset.images, 1):
-        if image.id in dropped:
-            continue
-        size = upright_size(image.path)
-        if size is None:
-            continue
-        width, height = size
+        if image.id not in sizes:
+            continue  # unreadable: not scored
+        width, height = sizes[image.id]
         image_id = image.coco_id if image.coco_id is not None else number
         coco["images"].append({"id": image_id, "file_name": image.id, "width": width, "height": height})
         rows, places = [], []
@@ -114,22 +112,6 @@ def _coco_detections(found: DetectedBoxes | None, mapping: dict[int, int]) -> tu
                          round(score, 5)))
     table = np.array(rows, dtype=np.float64).reshape(-1, 6)
     return Boxes(table[:, 1:5], table[:, 0].astype(np.int64), score=table[:, 5]), rows
-
-
-def _found(truth: Boxes, shown: Boxes) -> dict[int, tuple[float, float]]:
-    """Box place -> (IoU, score) of the shown detection that takes it (COCO's matching at ``MATCH_IOU``)."""
-    taken: dict[int, tuple[float, float]] = {}
-    for k in np.unique(truth.category):
-        g, d = np.flatnonzero(truth.category == k), np.flatnonzero(shown.category == k)
-        if not len(d):
-            continue
-        d = d[np.argsort(-shown.score[d], kind="mergesort")]
-        overlaps = iou(shown.bbox[d], truth.bbox[g], truth.crowd[g])
-        taken_by = match(overlaps, truth.crowd[g][None, :], truth.crowd[g], np.array([MATCH_IOU]))[0, 0]
-        for place, box in enumerate(taken_by):
-            if box >= 0 and not truth.crowd[g[box]]:
-                taken[int(g[box])] = (float(overlaps[place, box]), float(shown.score[d[place]]))
-    return taken
 
 
 def _draws(images: int, seed: int) -> np.ndarray:
@@ -238,8 +220,7 @@ def _model_entry(name: str, model: LoadedModel, stats: dict, per_class: dict, dr
     return entry
 
 
-def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, dropped: set[str],
-                        total: BatchScores, seed: int = 0,
+def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, total: BatchScores, seed: int = 0,
                         ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> DetectionResults:
     """The detection section of the summary, its comparisons, files and per-object rows, for the detectors among
     ``models`` (the others have none)."""
@@ -247,7 +228,7 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
     result = DetectionResults({}, [], {}, [], {})
     if not detectors:
         return result
-    truth = _ground_truth(dataset, dropped)
+    truth = _ground_truth(dataset, total.sizes)
     result.files["ground_truth.json"] = truth.coco
     counted = list(dataset.counted if dataset.counted is not None else range(len(dataset.classes)))
     category_ids = dataset.category_ids or [k + 1 for k in range(len(dataset.classes))]
@@ -279,7 +260,7 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
         labelled: dict[tuple[str, int], _Labelled] = {}
         for place, image in enumerate(truth.images):
             gt = truth.boxes[place]
-            taken = _found(gt, shown[place])
+            taken = {box: (hit_iou, float(shown[place].score[d])) for box, (d, hit_iou) in matched(gt, shown[place]).items()}
             result.status[name, image.id] = {}
             for b, j in enumerate(truth.objects[place]):
                 if not gt.crowd[b]:

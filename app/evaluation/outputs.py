@@ -19,7 +19,7 @@ from .detection import PER_OBJECT_COLUMNS, DetectionResults
 from .measures import MEASURES
 from .run import Kept, Scored, ranked
 
-__all__ = ["write_outputs"]
+__all__ = ["plural", "write_outputs"]
 
 THUMBNAIL = 160  # px, the long side of a report thumbnail
 BOX_COLOUR = (0, 255, 127)  # labelled boxes (a classifier's: nothing to match them to)
@@ -72,12 +72,13 @@ def _figure(summary: dict, out: Path) -> None:
             axes.axhline(1, color="black", linewidth=0.8, linestyle="--")
     axes.set_xticks(range(len(rows)), [_label(row) for row in rows], rotation=60, ha="right", fontsize=8)
     scored = summary["dataset"]["images"] - summary["dataset"]["backgrounds"]
-    figure.suptitle(f"{_count(scored, 'image')} scored: means with bootstrap 95% intervals")
+    figure.suptitle(f"{plural(scored, 'image')} scored: means with bootstrap 95% intervals")
     figure.savefig(out / "figure.png", dpi=150)
     figure.savefig(out / "figure.pdf")
 
 
-def _count(number: int, thing: str) -> str:
+def plural(number: int, thing: str) -> str:
+    """``1 image``, ``2 images``."""
     return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
@@ -260,8 +261,8 @@ figure {{ margin: 0; }} figcaption {{ font-size: 11px; max-width: {THUMBNAIL}px;
 code {{ font-size: 12px; }} p, h1, h2, h3, h4, li {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>attnlens eval: {html.escape(dataset['name'])}</h1>
-<p>{_count(dataset['images'], 'image')} ({_count(dataset['backgrounds'], 'background')}, not scored),
-{_count(dataset['objects'], 'object')};
+<p>{plural(dataset['images'], 'image')} ({plural(dataset['backgrounds'], 'background')}, not scored),
+{plural(dataset['objects'], 'object')};
 models {', '.join(html.escape(m) for m in summary['models'])}. Means over images with bootstrap 95% intervals.
 energy: share of the min-max normalised map inside the objects' boxes; lift: energy / the boxes' area share
 (1 = a uniform map); pointing: the map's maximum within 15 px of a box.</p>

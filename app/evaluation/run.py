@@ -150,12 +150,14 @@ def _collate(items):
 @dataclass
 class BatchScores:
     """What scoring gives: per-image scores in order, each map's kept best / worst images (``{(model, map): (best
-    heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU), what was skipped, with why; for detectors, each
-    image's detections (``{(model, image id): ImageDetections}``) and each object's scores."""
+    heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU), what was skipped, with why, each image read's upright
+    size (``{image id: (width, height)}``); for detectors, each image's detections (``{(model, image id):
+    ImageDetections}``) and each object's scores."""
 
     scores: list[Scored] = field(default_factory=list)
     kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     detections: dict[tuple[str, str], ImageDetections] = field(default_factory=dict)
     objects: list[ObjectScore] = field(default_factory=list)
 
@@ -163,6 +165,7 @@ class BatchScores:
         """``part`` (a later batch's) added: the same as if its images had been scored here."""
         self.scores += part.scores
         self.skipped += part.skipped
+        self.sizes.update(part.sizes)
         self.detections.update(part.detections)
         self.objects += part.objects
         for key, heaps in part.kept.items():
@@ -210,7 +213,9 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
             part.skipped.append(Skipped(images[i].id, None, f"unreadable image: {detail}", "unreadable image"))
         else:
             readable.append((i, tensors, detail))
+            part.sizes[images[i].id] = detail[0].image_size
     counter = itertools.count()
+    detectors = any(engine.model.task == "detect" for _, engine in engines)  # only they score objects alone
     # per image and device, shared by the models: its objects in pixels, regions, the baselines' measures on them
     regions: dict[tuple[int, torch.device], dict] = {}
     baselines: dict[tuple[int, torch.device], dict[str, tuple[dict, list]]] = {}
@@ -241,7 +246,7 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
             objects = tuple(obj.in_pixels(width, height) for obj in image.objects)
             if (i, device) not in regions:
                 on_image = regions[i, device] = regions_of(objects, height, width, device)
-                baselines[i, device] = {key: measure_map(values, on_image, objects) for key, values in (
+                baselines[i, device] = {key: measure_map(values, on_image, objects if detectors else ()) for key, values in (
                     (BASELINES[0], torch.ones(height, width, device=device)),
                     (BASELINES[1], centre_map(width, height, device)))}
             maps = [(key, record.type, record.heatmap[row]) for key, record in result.maps.items()]
