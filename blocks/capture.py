@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .kinds import KINDS, BlockMaps, Call, Parts, Reader, reader_for
-from .observe import Frame, Observer, Pattern, first_image_tensor
+from .observe import Frame, Observer, Op, Pattern, Recorder, first_image_tensor
 
 __all__ = ["Candidate", "FoundBlock", "Recognition", "capture", "find_blocks", "recognise", "recognition_of"]
 
@@ -184,6 +184,26 @@ def find_blocks(model: nn.Module, example_input: Any = None, blocks: Mapping[str
     return {name: found[0] for name, module in model.named_modules() if (found := _structure_of(module))}
 
 
+def _replay(module: nn.Module, args: tuple, kwargs: dict,
+            outputs: Mapping[str, Callable[[Tensor], Tensor]] | None = None) -> list[Op]:
+    """``Frame.replay``: ``module(*args, **kwargs)`` again, under no capture, with ``outputs`` replacing the
+    named children's outputs; its buffers (batch-norm statistics) as they were before."""
+    buffers = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    handles = [module.get_submodule(name).register_forward_hook(lambda _, __, output, answer=answer: answer(output))
+               for name, answer in (outputs or {}).items()]
+    token = _active_captures.set(())
+    try:
+        with torch.no_grad(), Recorder() as recorder:
+            module(*args, **kwargs)
+        return recorder.ops
+    finally:
+        _active_captures.reset(token)
+        for handle in handles:
+            handle.remove()
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
+
+
 def _detached(value):
     return value.detach() if isinstance(value, Tensor) else value
 
@@ -307,7 +327,8 @@ class _Capture:
             return
         forced = self.named.get(name) or (reading.kind if reading is not None and reading.named else None)
         frame = Frame(name, module, first_image_tensor(args, kwargs), only=None if reading is None else reading.kind,
-                      forced=forced, detail=None if reading is None else reading.detail)
+                      forced=forced, detail=None if reading is None else reading.detail,
+                      replay=partial(_replay, module, args, kwargs))
         module_frames = self.frames.setdefault(name, [])
         module_frames.append(frame)
         self.observer.push(frame)
@@ -339,13 +360,14 @@ class _Capture:
         seen = self.seen[name]
         seen.called = True
         computed: dict[str, list[BlockMaps]] = {}
+        details: dict[str, Any] = {}  # what each kind's pattern learned of the module
         for kind_name, kind in KINDS.items():
             if frame.forced in (None, kind_name):
+                frame.detail = None
                 records = _finished(kind.pattern, frame)
                 if records:
                     computed[kind_name] = records
-                    if kind_name == "spd":
-                        seen.detail = frame.detail
+                    details[kind_name] = frame.detail
         by_names: list[BlockMaps] = []
         if seen.structure is not None and parts is not None:
             try:
@@ -366,6 +388,7 @@ class _Capture:
         seen.names_differ = seen.names_differ or (structure_kind == preferred and not exact)
         seen.kinds.append(preferred)
         seen.by_structure.append(exact)
+        seen.detail = details.get(preferred, seen.detail)
         seen.records.extend(self.put(name, by_names if exact else computed[preferred]))
 
     # --- set-up and result -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_leaves
 
 log = logging.getLogger("attnlens")
 
-__all__ = ["Frame", "Observer", "Op", "Pattern", "effective_shape", "first_image_tensor", "shares_storage",
+__all__ = ["Frame", "Observer", "Op", "Pattern", "Recorder", "effective_shape", "first_image_tensor", "shares_storage",
            "storage_key"]
 
 
@@ -60,7 +60,10 @@ class Frame:
     """One module call being watched: ``input`` is its first 4-D floating-point tensor argument (None if it
     has none). ``only``: the one kind read in it (a module recognised before), None: every kind.
     ``forced``: the kind the user named it as (``--block``). ``state`` holds each pattern's findings of this
-    call, ``candidates`` what was seen but not read (with why), ``counts`` the operations seen by name."""
+    call, ``candidates`` what was seen but not read (with why), ``counts`` the operations seen by name.
+    ``replay(outputs)``: the same call run again on the same inputs, without gradients, recorded by no capture,
+    its buffers restored afterwards, each child named in ``outputs`` (name -> function of its real output)
+    answering what the function gives; returns the operations it ran, in order."""
 
     name: str
     module: nn.Module
@@ -68,6 +71,7 @@ class Frame:
     only: str | None = None
     forced: str | None = None
     detail: Any = None  # what recognition learned about this module (a pattern's own)
+    replay: Callable[..., list[Op]] | None = None  # run this call again, unrecorded (``capture`` sets it)
     state: dict[str, Any] = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
@@ -127,6 +131,20 @@ def effective_shape(tensor: Tensor) -> tuple[int, ...]:
 def _name(func: Any) -> str:
     name = getattr(func, "name", None)
     return name() if callable(name) else str(func)
+
+
+class Recorder(TorchDispatchMode):
+    """Keeps every operation run while it is active (``ops``), in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[Op] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        self.ops.append(Op(_name(func), args, kwargs, output))
+        return output
 
 
 class Observer(TorchDispatchMode):
