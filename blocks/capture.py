@@ -185,9 +185,14 @@ def find_blocks(model: nn.Module, example_input: Any = None, blocks: Mapping[str
 
 
 def _replay(module: nn.Module, args: tuple, kwargs: dict,
-            outputs: Mapping[str, Callable[[Tensor], Tensor]] | None = None) -> list[Op]:
+            outputs: Mapping[str, Callable[[Tensor], Tensor]] | None = None, input: Tensor | None = None) -> list[Op]:
     """``Frame.replay``: ``module(*args, **kwargs)`` again, under no capture, with ``outputs`` replacing the
-    named children's outputs; its buffers (batch-norm statistics) as they were before."""
+    named children's outputs and ``input`` the block's input; its buffers (batch-norm statistics) as they were
+    before."""
+    if input is not None:
+        x = first_image_tensor(args, kwargs)
+        args = tuple(input if value is x else value for value in args)
+        kwargs = {key: input if value is x else value for key, value in kwargs.items()}
     buffers = [(buffer, buffer.clone()) for buffer in module.buffers()]
     handles = [module.get_submodule(name).register_forward_hook(lambda _, __, output, answer=answer: answer(output))
                for name, answer in (outputs or {}).items()]

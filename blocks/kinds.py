@@ -147,12 +147,28 @@ PRODUCTS = ("aten::bmm", "aten::mm", "aten::mul.Tensor", "aten::mul_.Tensor", "a
 COPIES = ("aten::clone", "aten::_to_copy", "aten::_unsafe_view", "aten::contiguous", "aten::copy_")
 
 
-def _softmax_call(op: Op) -> tuple[Tensor, int] | None:
-    """``(logits, dim)`` of a softmax."""
-    if op.name != SOFTMAX:
-        return None
-    logits, dim = op.args[0], op.args[1]
-    return logits, dim % logits.dim()
+def _softmax_call(op: Op, scratch: dict) -> tuple[Tensor, int, Tensor] | None:
+    """``(weights, dim, logits)`` of a softmax: ``softmax`` itself, or written out as ``exp(l) / exp(l).sum(dims,
+    keepdim=True)`` (several summed axes next to each other: ``weights`` with them flattened into ``dim``).
+    ``scratch``: the pattern's notes, where the exponentials and their sums are kept."""
+    if op.name == SOFTMAX:
+        return op.out, op.args[1] % op.args[0].dim(), op.args[0]
+    if op.name == "aten::exp" and op.out is not None:
+        scratch.setdefault("exps", {})[storage_key(op.out)] = op.args[0]
+    elif op.name == "aten::sum.dim_IntList" and storage_key(op.args[0]) in scratch.get("exps", {}):
+        exp, dims = op.args[0], op.args[1]
+        keepdim = len(op.args) > 2 and op.args[2]
+        if keepdim and dims:
+            scratch.setdefault("sums", {})[id(op.out)] = (op.out, exp, sorted(d % exp.dim() for d in dims),
+                                                          scratch["exps"][storage_key(exp)])
+    elif op.name == "aten::div.Tensor" and isinstance(op.args[1], Tensor):
+        total = scratch.get("sums", {}).get(id(op.args[1]))
+        if total is not None and total[0] is op.args[1] and shares_storage(op.args[0], total[1]) and \
+                op.args[0].shape == total[1].shape:
+            dims = total[2]
+            if dims == list(range(dims[0], dims[-1] + 1)):
+                return op.out.flatten(dims[0], dims[-1]), dims[0], total[3]
+    return None
 
 
 def _window_softmax(logits: Tensor, dim: int) -> bool:
@@ -169,10 +185,10 @@ class ContextPattern(Pattern):
     description = "a softmax over the H*W positions of the block's input whose weights pool a tensor"
 
     def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
-        softmax = _softmax_call(op)
+        softmax = _softmax_call(op, scratch)
         if softmax is not None:
-            logits, dim = softmax
-            if _window_softmax(logits, dim):
+            weights, dim, logits = softmax
+            if _window_softmax(weights, dim):
                 return  # ACmix's
 
             def accepts(frame: Frame) -> bool:
@@ -180,13 +196,14 @@ class ContextPattern(Pattern):
                 if x is None or x is logits:
                     return False
                 positions = x.shape[-2] * x.shape[-1]
-                return positions > 1 and logits.shape[dim] == positions and \
-                    logits.numel() % (x.shape[0] * positions) == 0 and logits.numel() // positions <= x.shape[0] * x.shape[1]
+                return positions > 1 and weights.shape[dim] == positions and \
+                    weights.numel() % (x.shape[0] * positions) == 0 and \
+                    weights.numel() // positions <= x.shape[0] * x.shape[1]
 
             frame = self.owner(frames, accepts)
-            if frame is not None and frame.input is not None and logits.shape[dim] == frame.input[0, 0].numel():
-                found = {"mask": op.out, "dim": dim, "pooled": frame.forced == self.kind,
-                         "keys": {storage_key(op.out)}, "kept": [op.out]}
+            if frame is not None and frame.input is not None and weights.shape[dim] == frame.input[0, 0].numel():
+                found = {"mask": weights, "dim": dim, "pooled": frame.forced == self.kind,
+                         "keys": {storage_key(weights)}, "kept": [weights]}
                 frame.state.setdefault(self.kind, []).append(found)
             return
         pending = [found for frame in frames for found in frame.state.get(self.kind, ()) if not found["pooled"]]
@@ -270,14 +287,15 @@ def _ca_parts(module: nn.Module) -> tuple[str, ...]:
 
 
 class CoordPattern(Pattern):
-    """CA: two gates multiply the block's input (or a view of it: channel groups, groups folded into the batch),
+    """CA: two gates multiply the block's input (or a view of it: channel groups, groups folded into the batch;
+    or a projection of it, the same rows and columns, other channels, when the input itself is not gated),
     one broadcast along rows ``(N, C, H, 1)`` and one along columns ``(N, C, 1, W)``, in either order, through
     ``expand_as`` or broadcasting, any activation. Gates of channel groups are joined along the input's
     channels, each where its group lies in the input."""
 
     kind = "ca"
-    description = ("gates that multiply the block's input, one broadcast along rows (N, C, H, 1) and one along "
-                   "columns (N, C, 1, W)")
+    description = ("gates that multiply the block's input (or a projection of it), one broadcast along rows "
+                   "(N, C, H, 1) and one along columns (N, C, 1, W)")
     MULS = ("aten::mul.Tensor", "aten::mul_.Tensor")
 
     def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
@@ -307,7 +325,8 @@ class CoordPattern(Pattern):
                 continue
             chain = chains.get(id(full))
             if chain is None or chain["product"] is not full:
-                frame = self.owner(frames, lambda frame: _part_of(full, frame.input))
+                frame = self.owner(frames, lambda frame: _part_of(full, frame.input)) or \
+                    self.owner(frames, lambda frame: _projection_of(full, frame.input))
                 if frame is None:
                     continue
                 chain = {"root": full, "rows": None, "columns": None}
@@ -344,8 +363,8 @@ class CoordPattern(Pattern):
                                         f"multiplies its input (CA gates both)")
                 continue
             planes = _planes_in(chain["root"], x)  # (n', c', 2): where each plane of the root lies in x
-            if planes is None:  # a module the user named, gating a tensor inside it: that tensor's own channels
-                if frame.forced == self.kind:
+            if planes is None:  # gating a projection of x, or (named) a tensor inside it: that tensor's channels
+                if frame.forced == self.kind or _projection_of(chain["root"], x):
                     records.append(_joined_gates([(chain, _planes_in(chain["root"], chain["root"]))], chain["root"]))
                 continue
             seen = torch.zeros(x.shape[:2], dtype=torch.bool)
@@ -384,8 +403,18 @@ def _part_of(tensor: Tensor, x: Tensor | None) -> bool:
     return shares_storage(tensor, x) and tensor.stride()[-2:] == x.stride()[-2:]
 
 
+def _projection_of(tensor: Tensor, x: Tensor | None) -> bool:
+    """Whether ``tensor`` can be a projection of ``x`` (a 1x1 conv of it, any channels): the same images, rows and
+    columns, not a view of it."""
+    return x is not None and tensor.shape[0] == x.shape[0] and tensor.shape[-2:] == x.shape[-2:] and \
+        not shares_storage(tensor, x)
+
+
 def _planes_in(root: Tensor, x: Tensor) -> Tensor | None:
-    """``(n', c', 2)``: the (image, channel) of ``x`` that each (n', c') plane of its view ``root`` is."""
+    """``(n', c', 2)``: the (image, channel) of ``x`` that each (n', c') plane of its view ``root`` is (None if
+    ``root`` is no view of ``x``)."""
+    if root is not x and not shares_storage(root, x):
+        return None
     if root is x or root.shape == x.shape and root.stride() == x.stride() and \
             root.storage_offset() == x.storage_offset():
         n, c = x.shape[:2]
@@ -475,39 +504,116 @@ def _build_acmix(module: nn.Module, call: Call, parts: Parts) -> WindowAttention
 
 class WindowAttentionPattern(Pattern):
     """ACmix: a softmax over the ``k*k`` window taps of logits laid out ``(N*heads, k*k, H', W')`` (or with
-    heads as their own axis), ``H', W'`` the block's input rows and columns over an integer stride."""
+    heads as their own axis), ``H', W'`` the block's input rows and columns over an integer stride; or kept
+    another way, taps last (``(.., H', W', k*k)``, ``(.., H'*W', k*k)``) or positions flattened
+    (``(.., k*k, H'*W')``), checked once to be local: moving one input position changes the weights of the
+    queries around it only (a global attention over pooled keys changes them all)."""
 
     kind = "acmix"
     description = "a softmax over the k*k window taps of (N*heads, k*k, H', W') logits computed from the block's input"
 
     def see(self, op: Op, frames: list[Frame], scratch: dict) -> None:
-        softmax = _softmax_call(op)
-        if softmax is None or not _window_softmax(*softmax):
+        softmax = _softmax_call(op, scratch)
+        if softmax is None:
             return
-        logits, _ = softmax
+        weights, dim, logits = softmax
 
         def accepts(frame: Frame) -> bool:
             x = frame.input
-            return x is not None and x is not logits and not shares_storage(x, logits) and \
-                _stride_between(x.shape[-2:], logits.shape[-2:]) is not None and \
-                math.prod(logits.shape[:-3]) % x.shape[0] == 0
+            if x is None or x is logits or shares_storage(x, logits) or shares_storage(x, weights):
+                return False
+            layout = _window_layout(weights.shape, dim, x.shape[-2:])
+            return layout is not None and math.prod(weights.shape) // math.prod(layout[1:]) % x.shape[0] == 0
 
         frame = self.owner(frames, accepts)
         if frame is not None and frame.input is not None:
-            frame.state.setdefault(self.kind, []).append(op.out)
+            layout = _window_layout(weights.shape, dim, frame.input.shape[-2:])
+            if layout is not None:
+                frame.state.setdefault(self.kind, []).append((weights, layout, (op.name, frame.counts[op.name])))
 
     def finish(self, frame: Frame) -> list[BlockMaps]:
         x, module = frame.input, frame.module
         records = []
-        for weights in frame.state.get(self.kind, ()):
-            taps, out_height, out_width = weights.shape[-3:]
+        local = set(frame.detail or ())  # the softmaxes found local before (by their operation and count)
+        for weights, (form, taps, out_height, out_width), occurrence in frame.state.get(self.kind, ()):
+            if form != "taps-first" and occurrence not in local:
+                if frame.replay is None or not _is_local(frame, occurrence, weights, form, (out_height, out_width)):
+                    frame.candidates.append(f"a softmax over {taps} taps at each of its {out_height}x{out_width} "
+                                            "positions, but not over a window: moving one position changes the "
+                                            "weights of most queries (a global attention)")
+                    continue
+                local.add(occurrence)
             stride = _stride_between(x.shape[-2:], (out_height, out_width)) or 1
             records.append(WindowAttentionMaps(
-                attention=weights.reshape(x.shape[0], -1, taps, out_height, out_width),
+                attention=_taps_first(weights, form, (out_height, out_width)).reshape(
+                    x.shape[0], -1, taps, out_height, out_width),
                 rate1=_number(getattr(module, "rate1", None)), rate2=_number(getattr(module, "rate2", None)),
                 input_size=(x.shape[-2], x.shape[-1]), stride=stride,
                 dilation=int(_number(getattr(module, "dilation", 1)) or 1)))
+        if local:
+            frame.detail = frozenset(local)
         return records
+
+
+def _window_layout(shape: torch.Size, dim: int, size: tuple[int, int]) -> tuple[str, int, int, int] | None:
+    """How softmax weights of ``shape`` over ``dim`` can be window attention for an input of ``size`` (H, W):
+    ``(form, taps, H', W')``, form ``taps-first`` ``(.., k*k, H', W')``, ``taps-last`` ``(.., H', W', k*k)``,
+    ``taps-last-flat`` ``(.., H'*W', k*k)`` or ``tokens-last`` ``(.., k*k, H'*W')``; fewer taps than positions."""
+    taps, last = shape[dim], len(shape) - 1
+    if taps < 4 or math.isqrt(taps) ** 2 != taps:
+        return None
+    found = None
+    if dim == last - 2 and _stride_between(size, shape[-2:]) is not None:
+        found = ("taps-first", *shape[-2:])
+    elif dim == last and len(shape) >= 3 and _stride_between(size, shape[-3:-1]) is not None:
+        found = ("taps-last", *shape[-3:-1])
+    elif dim in (last, last - 1) and len(shape) >= 2:
+        positions = shape[-2] if dim == last else shape[-1]
+        out_size = _flat_size(size, positions)
+        if out_size is not None:
+            found = ("taps-last-flat" if dim == last else "tokens-last", *out_size)
+    if found is None or taps >= found[1] * found[2]:
+        return None
+    return found[0], taps, found[1], found[2]
+
+
+def _flat_size(size: tuple[int, int], positions: int) -> tuple[int, int] | None:
+    """``(H', W')``: the input's size over an integer stride with ``H' * W' == positions``."""
+    height, width = size
+    for stride in range(1, 9):
+        for out_size in ((math.ceil(height / stride), math.ceil(width / stride)), (height // stride, width // stride)):
+            if out_size[0] * out_size[1] == positions:
+                return out_size
+    return None
+
+
+def _taps_first(weights: Tensor, form: str, out_size: tuple[int, int]) -> Tensor:
+    """The weights laid out ``(.., k*k, H', W')``."""
+    if form == "taps-last":
+        return weights.movedim(-1, -3)
+    if form == "taps-last-flat":
+        return weights.movedim(-1, -2).unflatten(-1, out_size)
+    if form == "tokens-last":
+        return weights.unflatten(-1, out_size)
+    return weights
+
+
+def _is_local(frame: Frame, occurrence: tuple[str, int], weights: Tensor, form: str,
+              out_size: tuple[int, int]) -> bool:
+    """Whether raising one input position (the centre) changes the weights of at most half the queries."""
+    x = frame.input
+    raised = x.clone()
+    raised[..., x.shape[-2] // 2, x.shape[-1] // 2] += 1 + x.abs().max()
+    name, count = occurrence
+    answers = []
+    for ops in (frame.replay(), frame.replay(input=raised)):
+        calls = [op for op in ops if op.name == name]
+        if len(calls) < count or calls[count - 1].out is None or calls[count - 1].out.numel() != weights.numel():
+            return False
+        answers.append(_taps_first(calls[count - 1].out.reshape(weights.shape), form, out_size))
+    before, after = (answer.reshape(x.shape[0], -1, *answer.shape[-2:]) for answer in answers)
+    changed = ((after - before).abs() > 1e-6).any(dim=1)[0]
+    return bool(changed.any()) and float(changed.float().mean()) <= 0.5
 
 
 def _stride_between(size: tuple[int, int], out_size: tuple[int, int]) -> int | None:

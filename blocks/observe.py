@@ -61,9 +61,10 @@ class Frame:
     has none). ``only``: the one kind read in it (a module recognised before), None: every kind.
     ``forced``: the kind the user named it as (``--block``). ``state`` holds each pattern's findings of this
     call, ``candidates`` what was seen but not read (with why), ``counts`` the operations seen by name.
-    ``replay(outputs)``: the same call run again on the same inputs, without gradients, recorded by no capture,
-    its buffers restored afterwards, each child named in ``outputs`` (name -> function of its real output)
-    answering what the function gives; returns the operations it ran, in order."""
+    ``replay(outputs, input=None)``: the same call run again on the same inputs (``input`` in place of
+    ``input``), without gradients, recorded by no capture, its buffers restored afterwards, each child named in
+    ``outputs`` (name -> function of its real output) answering what the function gives; returns the operations
+    it ran, in order."""
 
     name: str
     module: nn.Module

@@ -82,6 +82,33 @@ class ProjectedClassifier(SmallClassifier):
 
 
 def projected_ca():
-    """A classifier whose ``att`` gates a projection of its input: name ``att=ca`` to read it."""
+    """A classifier whose ``att`` gates a 1x1 projection of its input (read by computation)."""
     torch.manual_seed(0)
     return ProjectedClassifier()
+
+
+class StridedCoordAtt(nn.Module):
+    """Coordinate attention on a stride-2 projection of its input, gates from that projection's rows and columns:
+    a tensor inside the block at another size than its input, read once named."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3):
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        self.conv_h = nn.Conv1d(c_out, c_out, k, padding=k // 2)
+        self.conv_w = nn.Conv1d(c_out, c_out, k, padding=k // 2)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y * torch.sigmoid(self.conv_h(y.mean(3))).unsqueeze(3) * torch.sigmoid(self.conv_w(y.mean(2))).unsqueeze(2)
+
+
+class StridedClassifier(SmallClassifier):
+    def __init__(self):
+        super().__init__(StridedCoordAtt(16, 24))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+
+def strided_ca():
+    """A classifier whose ``att`` gates a stride-2 projection inside it: name ``att=ca`` to read it."""
+    torch.manual_seed(0)
+    return StridedClassifier()

@@ -1,5 +1,5 @@
-"""Blocks the user names (``--block att=ca``: a coordinate attention whose gates multiply a projection of its input,
-which recognition alone does not read) and blocks built in the model's first forward, through every route:
+"""Blocks the user names (``--block att=ca``: a coordinate attention whose gates multiply a stride-2 projection inside
+it, which recognition alone does not read; a 1x1 projection it reads) and blocks built in the model's first forward, through every route:
 ``attnlens.analyze``, the CLI (JSON, npz), the server (and its dataset view), ``attnlens eval``; the maps equal the
 block's own gates, computed here from its input and weights (or read with hooks on its sigmoids)."""
 import io
@@ -17,15 +17,16 @@ from attnlens.server import create_app
 from attnlens.server.settings import Settings
 from tests.app.labelled_data import write_dataset
 
-PROJECTED = "tests.app.fork_models:projected_ca"
+PROJECTED = "tests.app.fork_models:strided_ca"
+ONE_BY_ONE = "tests.app.fork_models:projected_ca"
 LAZY = "tests.app.fork_models:lazy_attention"
 OPTIONS = {"device": "cpu", "input_size": 64}
 IMAGE = Image.new("RGB", (80, 64), (120, 30, 200))
 
 
 def projected_gates(loaded, image: Image.Image) -> tuple:
-    """``(a_h (C, H), a_w (C, W))`` of ``ProjectedCoordAtt``: sigmoid(conv1d(mean over columns / rows of its input)),
-    from its input (kept by a pre-hook) and its weights."""
+    """``(a_h (C, H), a_w (C, W))`` of ``StridedCoordAtt`` (sigmoid(conv1d(mean over columns / rows of its
+    projection))) or ``ProjectedCoordAtt`` (of its input), from its input (kept by a pre-hook) and its weights."""
     block, kept = loaded.module.att, {}
     handle = block.register_forward_pre_hook(lambda m, args: kept.setdefault("x", args[0]))
     try:
@@ -35,6 +36,9 @@ def projected_gates(loaded, image: Image.Image) -> tuple:
     finally:
         handle.remove()
     x = kept["x"][0]
+    if block.proj.stride == (2, 2):
+        with torch.no_grad():
+            x = block.proj(x[None])[0]
     gate = lambda conv, pooled: torch.sigmoid(torch.nn.functional.conv1d(pooled[None], conv.weight, conv.bias,
                                                                           padding=1))[0]
     with torch.no_grad():
@@ -75,6 +79,15 @@ def test_a_block_built_in_the_first_forward_has_one_id_and_its_class():
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if "att.coordatt" in line)
     assert "CA_Block" in line and "ca" in line.split()
+
+
+def test_gates_on_a_one_by_one_projection_are_read_by_computation():
+    model = attnlens.load_model(ONE_BY_ONE, **OPTIONS)
+    assert [(b.id, b.type, b.class_name) for b in model.blocks] == [("att", "ca", "ProjectedCoordAtt")]
+    a_h, a_w = projected_gates(model, IMAGE)
+    maps = attnlens.analyze(model, IMAGE).maps["att"]
+    torch.testing.assert_close(maps.a_h[0], a_h)
+    torch.testing.assert_close(maps.a_w[0], a_w)
 
 
 def test_a_named_block_reaches_analyze_the_cli_and_npz(tmp_path):
