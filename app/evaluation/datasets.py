@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from attnlens.models.loading import label_list
+from attnlens.models.labels import label_list
 
 __all__ = ["DataError", "Dataset", "LabelledImage", "Object", "Skipped", "read_dataset"]
 

@@ -1,5 +1,7 @@
-"""Models: backbones, where the blocks go in them, and loading (built-in names, users' factories and
-checkpoints), with how each model's input is made (``inputs``) and its output read (``outputs``).
+"""Models: backbones, where the blocks go in them, and loading (``loading.load_model``), one file per source
+(``builtin`` names, users' ``factories``, ``checkpoints`` and trust; their ``weights`` and ``labels``; the ``probe``
+pass that recognises the blocks), with how each model's input is made (``inputs``) and its output read
+(``outputs``).
 
 Names are imported on first use, so ``attnlens.models.options`` (the command line's flags) loads without torch.
 """
@@ -10,8 +12,8 @@ from typing import Any
 
 _SOURCES = {
     "InputGeometry": "inputs", "InputRecipe": "inputs",
-    "BlockInfo": "loading", "LoadedModel": "loading", "ModelLoadError": "loading", "imagenet_labels": "loading",
-    "load_model": "loading", "load_trained_blocks": "loading", "read_state_dict": "loading",
+    "BlockInfo": "probe", "LoadedModel": "loading", "ModelLoadError": "boundary", "imagenet_labels": "labels",
+    "load_model": "loading", "load_trained_blocks": "weights", "read_state_dict": "weights",
     "resolve_device": "loading",
     "ModelOptions": "options", "ModelSpec": "options",
     "Detections": "outputs",

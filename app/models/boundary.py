@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["ModelRunError", "is_memory_error", "one_line", "users_code", "what_was_raised"]
+__all__ = ["ModelLoadError", "ModelRunError", "is_memory_error", "one_line", "users_code", "what_was_raised"]
 
 
 def is_memory_error(error: BaseException) -> bool:
@@ -85,6 +85,10 @@ def what_was_raised(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"SystemExit({error.code!r}): its code called sys.exit"
     return f"{type(error).__name__}: {one_line(error)}" if str(error).strip() else type(error).__name__
+
+
+class ModelLoadError(Exception):
+    """A model or checkpoint that cannot be used, with a message that says what to do."""
 
 
 class ModelRunError(Exception):

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .loading import DEFAULT_MODEL, ModelLoadError
+from .boundary import ModelLoadError
+from .builtin import DEFAULT_MODEL
 from .options import ModelOptions, option_aliases
 
 __all__ = ["DEFAULT_PAIR", "models_to_serve", "read_models_file"]

@@ -4,7 +4,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from attnlens.models.loading import ModelLoadError, load_model, read_state_dict, resolve_device
+from attnlens.models.loading import ModelLoadError, load_model, resolve_device
+from attnlens.models.weights import read_state_dict
 
 
 def test_default_model_describes_every_block(default_model):

@@ -1,5 +1,6 @@
 """Blocks the user names (``--block att=ca``: a coordinate attention whose gates multiply a stride-2 projection inside
-it, which recognition alone does not read; a 1x1 projection it reads) and blocks built in the model's first forward, through every route:
+it, which recognition alone does not read; a 1x1 projection it reads) and blocks built in the model's first
+forward, through every route:
 ``attnlens.analyze``, the CLI (JSON, npz), the server (and its dataset view), ``attnlens eval``; the maps equal the
 block's own gates, computed here from its input and weights (or read with hooks on its sigmoids)."""
 import io

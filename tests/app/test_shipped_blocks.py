@@ -10,7 +10,8 @@ from PIL import Image
 from attnlens import blocks
 from attnlens.evaluation.measures import centre_map, mask_region, measure, to_image
 from attnlens.models import InputGeometry
-from attnlens.models.loading import read_state_dict, shipped_blocks_path
+from attnlens.models.builtin import shipped_blocks_path
+from attnlens.models.weights import read_state_dict
 
 COMPOSITES = Path(__file__).resolve().parents[1] / "data" / "composites"
 LEARNED_KINDS = ("gc", "ca", "acmix")  # the trained attention maps (model card)
