@@ -602,10 +602,13 @@ def _list_kinds(as_json: bool) -> int:
                           for name, kind in KINDS.items()}))
         return 0
     for name, kind in KINDS.items():
-        print(f"{name:6} {kind.record.title}: {kind.record.meaning} ({kind.record.unit})")
+        record = kind.record
+        head, _, rest = record.meaning.partition(": ")  # "context mask: where ...": the title names it already
+        meaning = rest if rest and head.lower() in record.title.lower() else record.meaning
+        print(f"{name:6} {record.title} ({record.unit}): {meaning}")
         print(f"         recognised by {kind.pattern.description}")
-        for reader in kind.readers:
-            print(f"         read by names where they read exactly: {reader.description}")
+        print(f"         read by names where that reads exactly what it computes: "
+              f"{'; '.join(reader.description for reader in kind.readers)}")
     print("a model's own blocks: attnlens blocks --model MODEL")
     return 0
 

@@ -127,6 +127,23 @@ def read_scores(results: Path, dataset: Dataset) -> dict[str, dict[str, float]]:
     return scores
 
 
+def _sortable(scores: dict[str, dict[str, float]]) -> set[str]:
+    """The keys worth sorting by: all but a measure that is the same for every map of each image (``area``, the
+    boxes' share of the image, is the image's own), where an image has several maps to tell."""
+    keys = {key for values in scores.values() for key in values}
+    by_measure: dict[str, set[str]] = {}
+    for key in keys:
+        if not key.endswith(OBJECT_KEYS):
+            by_measure.setdefault(key.rsplit(":", 1)[1], set()).add(key)
+    for measured in by_measure.values():
+        per_image = [{value for key, value in values.items() if key in measured} for values in scores.values()]
+        told = [found for found, values in zip(per_image, scores.values())
+                if sum(key in measured for key in values) > 1]
+        if told and all(len(found) == 1 for found in told):
+            keys -= measured
+    return keys
+
+
 def _object_counts(path: Path, known: set[str], several: bool) -> dict[str, dict[str, float]]:
     """Per image id, its detectors' objects found and missed from ``per_object.csv`` (``OBJECT_KEYS``, after
     ``MODEL/`` when the results hold several models); none without the file."""
@@ -183,7 +200,7 @@ class DatasetBrowser:
         self.by_id = {image.id: image for image in dataset.images}
         folders = {image.path.parent for image in dataset.images} | ({dataset.root} if dataset.root else set())
         self.folders = tuple({folder.resolve() for folder in folders})
-        self.sort_keys = sorted({key for values in self.scores.values() for key in values},
+        self.sort_keys = sorted(_sortable(self.scores),
                                 key=lambda key: (not key.endswith(OBJECT_KEYS), "baseline/" in key, "reference/" in key,
                                                  key))  # objects missed / found, then blocks first
         self._sizes: dict[str, tuple[int, int] | None] = {}

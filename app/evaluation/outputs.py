@@ -133,24 +133,32 @@ def _figure_cell(figures: dict) -> str:
 
 
 def _bars(rows: list[dict], name: str) -> str:
-    """An inline SVG chart of one measure with its intervals."""
+    """An inline SVG chart of one measure with its intervals: a value axis (0, half, top), each bar's mean written
+    above it, the table's row number below."""
     values = [(row[name]["mean"], *row[name]["ci95"]) for row in rows]
     top = max([v for triple in values for v in triple if v is not None] + [1e-9])
-    width, bar, height = 20 + 34 * len(rows), 22, 140
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" role="img" '
-             f'aria-label="{name}">']
+    left, step, bar, height = 34, 34, 22, 140
+    width = left + 10 + step * len(rows)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 34}" role="img" '
+             f'aria-label="{name}"><g transform="translate(0 14)">']
+    for tick in (0, top / 2, top):
+        y = height - height * tick / top
+        parts.append(f'<line x1="{left - 4}" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{y + 3:.1f}" font-size="9" text-anchor="end">{tick:.2f}</text>')
     for i, ((mean, low, high), row) in enumerate(zip(values, rows)):
         if mean is None:
             continue
-        x = 10 + 34 * i
+        x = left + step * i
         colour = "#999" if row["type"] == "baseline" else "#d9822b" if row["type"] == "reference" else "#3d6fb6"
         y = height - height * mean / top
         parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{height - y:.1f}" fill="{colour}">'
                      f'<title>{html.escape(_label(row))}: {mean:.3f} [{low:.3f}, {high:.3f}]</title></rect>')
         y0, y1 = height - height * low / top, height - height * high / top
         parts.append(f'<line x1="{x + bar / 2}" x2="{x + bar / 2}" y1="{y0:.1f}" y2="{y1:.1f}" stroke="black"/>')
+        parts.append(f'<text x="{x + bar / 2}" y="{min(y, y1) - 3:.1f}" font-size="9" text-anchor="middle">'
+                     f'{mean:.2f}</text>')
         parts.append(f'<text x="{x + bar / 2}" y="{height + 14}" font-size="10" text-anchor="middle">{i + 1}</text>')
-    parts.append("</svg>")
+    parts.append("</g></svg>")
     return "".join(parts)
 
 
@@ -195,6 +203,8 @@ def _detection_section(summary: dict) -> str:
                              f"</td>{_figure_cell(missed['energy'])}{_figure_cell(missed['pointing'])}"
                              f"{_figure_cell(figures['found_minus_missed']['energy'])}</tr>")
     attention.append("</table></div>")
+    breakdowns = "".join(_attention_by(detection, title, heading) for title, heading in
+                         (("by_class", "class"), ("by_size", "size")))
     thresholds = next(iter(detection.values()))["thresholds"]
     return f"""<h2>Detection</h2>
 <p>COCO AP (IoU 0.50:0.95, 101 recall points, at most 100 detections per image and class) from each model's
@@ -206,7 +216,26 @@ images. An object is <b>found</b> when a detection of its class at the display t
 {''.join(table)}<h3>Per class</h3>{''.join(per_class)}
 <h3>Where the maps looked on the objects found and missed</h3>
 <p>Each map's energy (its share inside the object's box) and pointing (its maximum within 15 px of the box), on
-each object alone; means over objects, intervals from a bootstrap over images.</p>{''.join(attention)}"""
+each object alone; means over objects, intervals from a bootstrap over images.</p>{''.join(attention)}{breakdowns}"""
+
+
+def _attention_by(detection: dict, title: str, heading: str) -> str:
+    """Each map's energy on the objects found and missed, per class or per size (COCO's: small under 32x32 px,
+    large from 96x96), as ``summary.json`` keeps it under ``by_class`` / ``by_size``."""
+    rows = []
+    for model, entry in detection.items():
+        for key, figures in entry["attention"].items():
+            for group, parts in figures.get(title, {}).items():
+                found, missed = parts["found"], parts["missed"]
+                rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(key)}</td><td>{html.escape(group)}</td>"
+                            f"<td>{found['objects']}</td>{_figure_cell(found['energy'])}<td>{missed['objects']}</td>"
+                            f"{_figure_cell(missed['energy'])}{_figure_cell(parts['found_minus_missed']['energy'])}</tr>")
+    if not rows:
+        return ""
+    sizes = " (small: under 32&times;32 px, medium: under 96&times;96 px, large: the rest)" if heading == "size" else ""
+    return (f"<h4>By {heading}{sizes}</h4><div class=scroll><table><tr><th>model</th><th>map</th><th>{heading}</th>"
+            "<th>found: objects</th><th>energy</th><th>missed: objects</th><th>energy</th><th>energy found − missed</th>"
+            f"</tr>{''.join(rows)}</table></div>")
 
 
 def _report(summary: dict, kept: dict, status: dict[tuple[str, str], dict[int, bool]] | None = None) -> str:
@@ -255,9 +284,14 @@ def _report(summary: dict, kept: dict, status: dict[tuple[str, str], dict[int, b
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; }}
-th {{ background: #f2f2f2; }} small {{ color: #666; }} .strip {{ display: flex; flex-wrap: wrap; gap: 6px; }}
-figure {{ margin: 0; }} figcaption {{ font-size: 11px; max-width: {THUMBNAIL}px; overflow-wrap: anywhere; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }} .scroll {{ overflow-x: auto; max-width: 100%; }}
+th {{ background: #f2f2f2; }} small {{ color: #666; }}
+.strip {{ display: grid; grid-template-columns: repeat(4, minmax(0, {THUMBNAIL}px)); gap: 6px; }}
+@media (min-width: 1400px) {{ .strip {{ grid-template-columns: repeat(8, minmax(0, {THUMBNAIL}px)); }} }}
+@media (max-width: 480px) {{ .strip {{ grid-template-columns: repeat(2, minmax(0, 1fr)); }} }}
+figure {{ margin: 0; }} figure img {{ max-width: 100%; height: auto; }}
+figcaption {{ font-size: 11px; overflow-wrap: anywhere; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }} .charts figure {{ max-width: 100%; overflow-x: auto; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
 code {{ font-size: 12px; }} p, h1, h2, h3, h4, li {{ overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>attnlens eval: {html.escape(dataset['name'])}</h1>
@@ -267,10 +301,16 @@ models {', '.join(html.escape(m) for m in summary['models'])}. Means over images
 energy: share of the min-max normalised map inside the objects' boxes; lift: energy / the boxes' area share
 (1 = a uniform map); pointing: the map's maximum within 15 px of a box.</p>
 <h2>Maps</h2>{''.join(table)}
+<p>The baselines are maps that know nothing of the image: <b>baseline/uniform</b> is the same everywhere (its energy
+is the boxes' share of the image, its lift 1), <b>baseline/centre</b> a Gaussian at the image's centre (sigma a
+quarter of each side: where photographers put objects). A block's map says something about the objects only where
+it beats both. Bars: blocks blue, reference maps orange, baselines grey.</p>
 <div class=charts>{charts}</div>
 {_detection_section(summary)}
 <h2>Comparisons</h2>{''.join(comparisons) if len(comparisons) > 2 else '<p>One model: nothing to compare.</p>'}
-<h2>Where each map does best and worst</h2>{''.join(galleries)}
+<h2>Where each map does best and worst</h2>
+<p>Each image with the map over it. Boxes: the labelled objects, green (a classifier's: nothing to match them to);
+for a detector, the objects it found cyan and those it missed white and dashed.</p>{''.join(galleries)}
 <h2>Skipped ({len(dataset['skipped'])})</h2><ul>{skipped}</ul>
 </body></html>
 """

@@ -203,3 +203,13 @@ def test_train_and_eval_mistakes_give_one_line_not_a_traceback(fake_home, args):
     errors = [line for line in result.stderr.splitlines()  # ours, or argparse's usage error
               if line.startswith("attnlens: ") or line.startswith(f"attnlens {args[0]}: error: ")]
     assert len(errors) == 1, result.stderr
+
+
+def test_the_kinds_listing_says_each_thing_once():
+    done = attnlens("blocks")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    first = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
+    assert set(first) >= {"gc", "ca", "acmix", "dcn", "spd"}
+    assert first["gc"].count("context mask") == 1 and first["acmix"].count("attention received") == 1
+    assert sum("read by names" in line for line in lines) == 5  # one line per kind, its readers joined

@@ -65,12 +65,18 @@ def served(tmp_path_factory):
 
 
 def test_the_datasets_are_listed(served):
-    client, yaml, _, _ = served
+    client, yaml, results, _ = served
     listed = {d["name"]: d for d in client.get("/api/v1/datasets").json()["datasets"]}
     assert set(listed) == {"data", "squares"}
     assert listed["data"]["images"] == len(IMAGES) + 2 and listed["data"]["classes"] == ["red", "blue"]
     assert "0:energy" in listed["data"]["sort_keys"] and "0:pointing" in listed["data"]["sort_keys"]
     assert listed["squares"]["sort_keys"] == []
+    # the boxes' area share is the image's, the same for every map: not offered as a sort key of each map
+    with open(results / "per_image.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len({row["map"] for row in rows}) > 1 and all(
+        len({row["area"] for row in rows if row["image"] == image}) == 1 for image in {row["image"] for row in rows})
+    assert not any(key.endswith(":area") for key in listed["data"]["sort_keys"])
 
 
 def test_the_listing_and_its_boxes_are_the_labels(served):
