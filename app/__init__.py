@@ -35,13 +35,14 @@ def load_model(model: Any = None, **options: Any) -> LoadedModel:
 
 def analyze(model: Any, image: Any, *, reference: str | None = None, target: int | None = None,
             target_kind: str = "class", size: int | None = None, precision: str = "fp32",
-            gradcam: bool = False) -> Analysis:
+            gradcam: bool = False, knockout: bool = False) -> Analysis:
     """Analyse one image: ``model`` as ``load_model`` takes it (load it once to analyse many images), ``image`` a
     path, bytes, a PIL image or an ``(H, W, 3)`` uint8 array. Returns an ``Analysis``: ``predictions`` /
     ``report()["detections"]``, ``maps`` and ``heatmaps`` as tensors, ``reference`` (with ``reference``:
     ``gradcam``, ``gradcam++``, ``layercam`` or ``eigencam``; ``target``: a class index or a detection's rank;
     ``target_kind``: ``class``, ``box`` or ``all`` of a detection), ``report()``, ``npz()``, ``figure()``.
-    ``gradcam=True``: the same as ``reference="gradcam"``."""
+    ``gradcam=True``: the same as ``reference="gradcam"``. ``knockout=True``: the answer again with each block's map
+    made flat (``report()["knockout"]``, one extra forward per block)."""
     from pathlib import Path
 
     import numpy as np
@@ -66,7 +67,7 @@ def analyze(model: Any, image: Any, *, reference: str | None = None, target: int
     if gradcam and reference not in (None, "gradcam"):
         raise ValueError(f"gradcam=True asks for reference='gradcam', but reference={reference!r} was given")
     options = AnalyzeOptions(size=size, reference="gradcam" if gradcam else reference, target=target,
-                             target_kind=target_kind)
+                             target_kind=target_kind, knockout=knockout)
     return Engine(loaded, precision).analysis(image, options)
 
 

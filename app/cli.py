@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-kind", choices=("class", "box", "all"), default="class",
                          help="detectors: the score the reference explains: the class score (default), the box "
                               "coordinates, or both")
+    analyze.add_argument("--knockout", action="store_true",
+                         help="the answer again with each block's map made flat (GC mask uniform, CA gates their "
+                              "means, ACmix attention uniform, DCN offsets zero; one forward per block), and what "
+                              "changed: in the JSON's knockout and the summary")
     analyze.add_argument("--figure-boxes", type=int, default=None, metavar="N",
                          help="--figure draws the N best detections and says how many more (default 5)")
     _add_model_options(analyze)
@@ -213,7 +217,22 @@ def _summary(path: Path, report: dict, strides: dict[str, int]) -> str:
         lines.append(f"  {reference['method']}{what} at {', '.join(reference['layers'])}: heatmap "
                      f"{reference['heatmap']['shape'][0]}x{reference['heatmap']['shape'][1]}  range [{low:.3g}, {high:.3g}]"
                      f" {reference['heatmap']['unit']}")
+    for entry in report.get("knockout", ()):
+        lines.append(f"  knockout {entry['block']} ({entry['kind']}): {_knockout_change(entry)}")
     return "\n".join(lines)
+
+
+def _knockout_change(entry: dict) -> str:
+    """What knocking the block out changed, in a few words."""
+    change = entry.get("change")
+    if change is None:
+        return entry.get("skipped", "not knocked out")
+    if "top_kept" in change:
+        moved = f"{change['top']['label']} {change['probability']:.1%} -> {change['probability_after']:.1%}"
+        return moved if change["top_kept"] else f"top class now {change['new_top']['label']} ({moved})"
+    mean = change["mean_score_change"]
+    return (f"{len(change['lost'])} detections lost, {len(change['gained'])} gained, {len(change['kept'])} kept"
+            + (f" (score {mean:+.3f} on average)" if mean is not None else ""))
 
 
 def _write_outputs(out: Path, path: Path, analysis, report: dict, options) -> None:
@@ -298,7 +317,8 @@ def analyze(args: argparse.Namespace) -> int:
         engine = Engine(model, model_options.precision)
         options = AnalyzeOptions(size=args.size, colormap=args.colormap,
                                  include_values=args.values or bool(args.out or args.figure), include_maps=args.maps,
-                                 reference=_reference(args), target=args.target, target_kind=args.target_kind)
+                                 reference=_reference(args), target=args.target, target_kind=args.target_kind,
+                                 knockout=args.knockout)
         options.validate()
         if args.figure_boxes is not None and args.figure_boxes < 0:
             raise ValueError(f"--figure-boxes must be at least 0, got {args.figure_boxes}")

@@ -38,6 +38,9 @@ official forward works, its function. Where we differ:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +49,22 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 __all__ = [
-    "ACmix", "WindowGeometry", "attention_received", "reflect_indices", "window_attention",
+    "ACmix", "WindowGeometry", "attention_received", "reflect_indices", "uniform_attention", "window_attention",
 ]
+
+# the ACmix modules whose window attention is uniform in this thread (or task): ``uniform_attention``
+_uniform: ContextVar[frozenset[int]] = ContextVar("attnlens_uniform_attention", default=frozenset())
+
+
+@contextmanager
+def uniform_attention(module: nn.Module) -> Iterator[None]:
+    """Inside: ``module`` (an ``ACmix``) weighs every tap of each query's window the same (``1 / k**2``): its
+    attention path becomes the mean of the values over the window (reflection padding as the official code)."""
+    token = _uniform.set(_uniform.get() | {id(module)})
+    try:
+        yield
+    finally:
+        _uniform.reset(token)
 
 
 def reflect_indices(size: int, start: int, stop: int, device: torch.device | None = None) -> Tensor:
@@ -355,13 +372,17 @@ class ACmix(nn.Module):
         q, k, v = (part.permute(0, 4, 1, 2, 3) for part in parts)
         geometry = WindowGeometry(height, width, self.kernel_att, self.stride, self.dilation, x.device)
 
-        # the window attention in the official layout only when something hooks `softmax` (blocks.capture does)
-        observed = _has_forward_hooks(self.softmax)
-        logits = x.new_empty(n * self.head, self.kernel_att ** 2, geometry.out_height, geometry.out_width) if observed else None
-        out_att = window_attention(q, k, v, self.conv_p.weight[:, :, 0, 0], geometry, logits)
-        if observed:
-            self.softmax(logits)  # (N*head, k_att**2, H', W')
-        out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
+        if id(self) in _uniform.get():  # a knockout: every tap weighs the same
+            out_att = self._window_mean(v, geometry)
+        else:
+            # the window attention in the official layout only when something hooks `softmax` (blocks.capture does)
+            observed = _has_forward_hooks(self.softmax)
+            logits = x.new_empty(n * self.head, self.kernel_att ** 2, geometry.out_height, geometry.out_width) \
+                if observed else None
+            out_att = window_attention(q, k, v, self.conv_p.weight[:, :, 0, 0], geometry, logits)
+            if observed:
+                self.softmax(logits)  # (N*head, k_att**2, H', W')
+            out_att = out_att.reshape(n, self.out_planes, geometry.out_height, geometry.out_width)
 
         # Convolution path: fc mixes q, k, v per head into kernel_conv**2 features per head channel d, which
         # dep_conv (groups = head_dim) convolves. Both are linear, so they are applied as one grouped conv
@@ -376,6 +397,17 @@ class ACmix(nn.Module):
                             composed.reshape(self.out_planes, 3 * self.head, self.kernel_conv, self.kernel_conv),
                             stride=self.stride, padding=self.kernel_conv // 2, groups=self.head_dim)
         return out_att * self.rate1 + out_conv  # out_conv carries rate2; NCHW first, so the sum is NCHW
+
+    def _window_mean(self, v: Tensor, geometry: WindowGeometry) -> Tensor:
+        """The attention path with uniform weights: each query's mean of the values over its window
+        ``(N, out_planes, H', W')``, channels head-major as the official output."""
+        n, head, height, width, dim = v.shape
+        values = v.permute(0, 1, 4, 2, 3).reshape(n, head * dim, height, width)
+        if geometry.pad:
+            values = F.pad(values, [geometry.pad] * 4, mode="reflect")
+        kernel = values.new_full((head * dim, 1, self.kernel_att, self.kernel_att), 1.0 / self.kernel_att ** 2)
+        out = F.conv2d(values, kernel, stride=self.stride, dilation=self.dilation, groups=head * dim)
+        return out[..., :geometry.out_height, :geometry.out_width]
 
     def _projections(self, x: Tensor) -> Tensor:
         """conv1, conv2, conv3 (q, k, v) in one matrix product: ``(N, H*W, head_dim * 3 * head)``, for every

@@ -45,7 +45,8 @@ from torch import Tensor, nn
 from .kinds import KINDS, BlockMaps, Call, Parts, Reader, reader_for
 from .observe import Frame, Observer, Op, Pattern, Recorder, first_image_tensor
 
-__all__ = ["Candidate", "FoundBlock", "Recognition", "capture", "find_blocks", "recognise", "recognition_of"]
+__all__ = ["Candidate", "FoundBlock", "Reading", "Recognition", "capture", "find_blocks", "reading_of", "recognise",
+           "recognition_of"]
 
 # the captures active in this thread (or task): each hook records only for the capture that registered it
 _active_captures: ContextVar[tuple[int, ...]] = ContextVar("attnlens_active_captures", default=())
@@ -132,6 +133,12 @@ def _current_readings(modules: list[tuple[str, nn.Module]]) -> dict[str, Reading
         if known[1] is not None:
             readings[name] = known[1]
     return readings
+
+
+def reading_of(module: nn.Module) -> Reading | None:
+    """How ``capture`` reads ``module`` as recognised (None: not a block, or not recognised as it is now)."""
+    known = _readings.get(module)
+    return known[1] if known is not None and known[0] == tuple(module._modules) else None
 
 
 def recognition_of(model: nn.Module) -> Recognition | None:

@@ -28,8 +28,8 @@ from torch.utils._pytree import tree_leaves
 
 log = logging.getLogger("attnlens")
 
-__all__ = ["Frame", "Observer", "Op", "Pattern", "Recorder", "effective_shape", "first_image_tensor", "shares_storage",
-           "storage_key"]
+__all__ = ["Frame", "Observer", "Op", "Pattern", "Recorder", "Rewriter", "effective_shape", "first_image_tensor",
+           "shares_storage", "storage_key"]
 
 
 @dataclass
@@ -146,6 +146,18 @@ class Recorder(TorchDispatchMode):
         output = func(*args, **kwargs)
         self.ops.append(Op(_name(func), args, kwargs, output))
         return output
+
+
+class Rewriter(TorchDispatchMode):
+    """Hands every operation run while it is active to ``rewrite(name, args, kwargs, run)``, whose answer is the
+    operation's output: ``run(args, kwargs)`` with other arguments, or another tensor (a knockout's flat map)."""
+
+    def __init__(self, rewrite: Callable[[str, tuple, dict, Callable[[tuple, dict], Any]], Any]):
+        super().__init__()
+        self.rewrite = rewrite
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return self.rewrite(_name(func), args, kwargs or {}, lambda args, kwargs: func(*args, **kwargs))
 
 
 class Observer(TorchDispatchMode):

@@ -23,6 +23,7 @@ from attnlens.models.boundary import ModelRunError, users_code
 from attnlens.models.outputs import BoxReader, OutputReader, TargetError
 from attnlens.models.references import METHODS, LayerActivations, gradients_of, reference_maps
 
+from .knockout import Knocked, run_knockouts
 from .options import MAX_SIZE, MIN_SIZE, AnalyzeOptions
 from .result import Analysis, Reference
 
@@ -64,6 +65,7 @@ class RunResult:
     references: dict[str, list[Reference | None]] = field(default_factory=dict)
     reference_errors: dict[str, str] = field(default_factory=dict)
     scored: Any = None
+    knockouts: list[Knocked] | None = None  # each block knocked out (``Engine.run``'s ``knockout``)
 
     def reference(self, i: int) -> Reference | None:
         """Image ``i``'s reference map of the first method asked (the analysis answers one)."""
@@ -107,12 +109,13 @@ class Engine:
         return self.model.recipe.prepare(image, size)
 
     def run(self, batch: Tensor, references: ReferenceRequest | None = None,
-            scoring: BoxReader | None = None) -> RunResult:
+            scoring: BoxReader | None = None, knockout: bool = False) -> RunResult:
         """Forward a batch ``(N, 3, h, w)`` in [0, 1] under capture; maps stay on the model's device.
 
         ``references``: reference maps from the same pass (gradients only for the methods that need them;
         ``no_grad`` otherwise). ``scoring``: a detector's reader at a lower threshold (``RunResult.scored``); the
         model's own detections are then narrowed from what it read where they can be (``BoxReader.narrowed``: one NMS).
+        ``knockout``: the batch again with each block's map made flat, one forward per block (``RunResult.knockouts``).
         ``TargetError`` for a target the output lacks (unless the request is ``optional``); ``ModelRunError`` for a
         model that fails on the batch (whatever its code raises)."""
         start = time.perf_counter()
@@ -148,6 +151,14 @@ class Engine:
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         forward_ms = 1000 * (time.perf_counter() - start)
+        knocked, knockout_ms = None, {}
+        if knockout:
+            with torch.no_grad(), autocast:
+                knocked = run_knockouts(model, lambda: self._forward(batch), self._read)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            knockout_ms = {"knockout": 1000 * (time.perf_counter() - start) - forward_ms}
+            start += knockout_ms["knockout"] / 1000  # the heatmaps' time below stays their own
         # The reports' torch work (heatmaps, summaries), once per batch, here on the model's thread (cached): a
         # torch op big enough to run in parallel on a request thread gives that thread an OpenMP team of its own,
         # and with two teams on 2 cores every forward ran ~1.5-2x slower (their idle workers sleep at once).
@@ -156,8 +167,9 @@ class Engine:
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         return RunResult(predictions, maps, (batch.shape[-1], batch.shape[-2]),
-                         {"forward": forward_ms, "heatmaps": 1000 * (time.perf_counter() - start) - forward_ms},
-                         found, errors, scored)
+                         {"forward": forward_ms, **knockout_ms,
+                          "heatmaps": 1000 * (time.perf_counter() - start) - forward_ms},
+                         found, errors, scored, knocked)
 
     def _layers(self) -> LayerActivations:
         """The model's reference layers, ready to keep; ``TargetError`` where there are none to read."""
@@ -256,7 +268,7 @@ class Engine:
         return [Analysis(model=self.model, geometry=geometry, input_size=result.input_size, index=i,
                          predictions=None if result.predictions is None else result.predictions[i],
                          maps=result.maps, reference=result.reference(i), timings_ms=dict(result.timings_ms),
-                         image=image)
+                         image=image, knockouts=result.knockouts)
                 for i, (geometry, image) in enumerate(zip(geometries, images))]
 
     def analysis(self, image: Image.Image, options: AnalyzeOptions | None = None) -> Analysis:
@@ -266,7 +278,7 @@ class Engine:
         start = time.perf_counter()
         batch, geometry = self.prepare(image, options.size)
         preprocess_ms = 1000 * (time.perf_counter() - start)
-        result = self.run(batch, ReferenceRequest.of(options))
+        result = self.run(batch, ReferenceRequest.of(options), knockout=options.knockout)
         (analysis,) = self.analyses(result, [geometry], [image])
         analysis.timings_ms = {"preprocess": round(preprocess_ms, 2), **analysis.timings_ms}
         return analysis

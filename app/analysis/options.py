@@ -19,7 +19,8 @@ class AnalyzeOptions:
     include_maps: the full maps (ACmix attention, DCN offsets, ...) in the JSON; reference: a reference map
     (``gradcam``, ``gradcam++``, ``layercam``: a backward pass; ``eigencam``: none) for ``target``: a class index,
     or a detection's rank (default: the top one), and of a detection its ``target_kind`` of score: ``class``,
-    ``box`` (its coordinates) or ``all`` (both)."""
+    ``box`` (its coordinates) or ``all`` (both); knockout: the answer again with each block's map made flat
+    (``attnlens.analysis.knockout``; one extra forward per block)."""
 
     size: int | None = None
     colormap: str = DEFAULT_COLORMAP
@@ -28,6 +29,7 @@ class AnalyzeOptions:
     reference: str | None = None
     target: int | None = None
     target_kind: str = "class"
+    knockout: bool = False
 
     def validate(self) -> None:
         if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:

@@ -22,6 +22,7 @@ from attnlens.blocks.kinds import BlockMaps
 from attnlens.models import InputGeometry, LoadedModel
 from attnlens.models.references import METHODS
 
+from .knockout import Knocked, knockout_report
 from .options import AnalyzeOptions
 from .report import block_report, detection_report, heatmap_report, prediction_report
 
@@ -92,6 +93,7 @@ class Analysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
     image: Image.Image | None = None
     served_as: str | None = None  # the name a server offers the model under, if not its own
+    knockouts: list[Knocked] | None = None  # the batch's blocks knocked out, when asked
 
     @property
     def heatmaps(self) -> dict[str, Tensor]:
@@ -137,6 +139,9 @@ class Analysis:
                                          options.include_maps) for name, record in self.maps.items()]
         if self.reference is not None:
             report["reference"] = self.reference.report(options.colormap, options.include_values)
+        if self.knockouts is not None:
+            report["knockout"] = [knockout_report(knocked, self.index, model.task, self.predictions, geometry,
+                                                  model.label) for knocked in self.knockouts]
         masked = [(entry["id"], entry["heatmap"]) for entry in report["blocks"]] + \
             ([(self.reference.title, report["reference"]["heatmap"])] if self.reference is not None else [])
         notes += [f"{name}: {heatmap['masked']} of {heatmap['shape'][0] * heatmap['shape'][1]} heatmap cells are not "

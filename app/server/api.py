@@ -18,7 +18,7 @@ from .service import Served, Service, UnknownDataset
 
 __all__ = ["api", "health"]
 
-INCLUDE_CHOICES = ("values", "maps", "gradcam")
+INCLUDE_CHOICES = ("values", "maps", "gradcam", "knockout")
 FORMATS = ("json", "npz")
 NPZ_MEDIA_TYPE = "application/x-npz"
 ERRORS = {status: {"model": ErrorResponse, "description": description} for status, description in (
@@ -91,8 +91,9 @@ async def analyze(
                                                      "`image` instead of an upload; the answer adds ground_truth")] = None,
     image: Annotated[str | None, Query(description="with dataset: the image's id from its listing")] = None,
     include: Annotated[list[str], Query(description="extra content: values (raw heatmap values), maps (full "
-                                                    "maps), gradcam (the same as reference=gradcam); repeat or "
-                                                    "comma-separate")] = [],  # noqa: B006
+                                                    "maps), gradcam (the same as reference=gradcam), knockout (the "
+                                                    "answer again with each block's map made flat: one forward per "
+                                                    "block); repeat or comma-separate")] = [],  # noqa: B006
     reference: Annotated[str | None, Query(description="a reference map beside the blocks': " + ", ".join(METHODS) +
                                            " (the first three cost a backward pass; eigencam needs none and has no "
                                            "target), at the layers GET /api/v1/model names")] = None,
@@ -122,7 +123,7 @@ async def analyze(
                                  f"give one of them")
     options = AnalyzeOptions(size=size, colormap=colormap, include_values="values" in extras,
                              include_maps="maps" in extras, target=target, target_kind=target_kind,
-                             reference="gradcam" if "gradcam" in extras else reference)
+                             reference="gradcam" if "gradcam" in extras else reference, knockout="knockout" in extras)
     try:
         options.validate()
     except ValueError as error:
@@ -132,7 +133,7 @@ async def analyze(
         decode_start = time.perf_counter()
         tensor, geometry = await run_in_threadpool(service.prepare, served, data, options)
         decode_ms = 1000 * (time.perf_counter() - decode_start)
-        key = (tuple(tensor.shape), object() if options.reference else None)  # reference jobs run alone
+        key = (tuple(tensor.shape), object() if options.reference else None, options.knockout)  # reference jobs alone
         analysis = await served.batcher.submit(key, (tensor, options, geometry, time.perf_counter()),
                                                service.settings.request_timeout_s)
     analysis.timings_ms = {"decode": decode_ms, **analysis.timings_ms}

@@ -170,6 +170,46 @@ class DatasetListing(BaseModel):
     images: list[DatasetImage]
 
 
+class ClassIndex(BaseModel):
+    index: int = Field(description="class index")
+    label: str
+
+
+class ClassChange(BaseModel):
+    top_kept: bool = Field(description="whether the top class stayed the top class with the map flat")
+    top: ClassIndex = Field(description="the model's top class")
+    new_top: ClassIndex = Field(description="the top class with the map flat")
+    probability: float = Field(description="the top class's probability")
+    probability_after: float = Field(description="its probability with the map flat")
+    probability_change: float = Field(description="probability_after - probability")
+
+
+class KeptDetection(BaseModel):
+    index: int = Field(description="the detection, in detections")
+    matched: int = Field(description="the detection it became, in this entry's detections")
+    iou: float
+    score_change: float = Field(description="its score with the map flat minus its score")
+
+
+class DetectionChange(BaseModel):
+    lost: list[int] = Field(description="detections (indices into detections) with no match of their class at IoU "
+                                        ">= 0.5 once the map is flat")
+    gained: list[int] = Field(description="detections with the map flat (indices into this entry's detections) that "
+                                          "match none of the model's")
+    kept: list[KeptDetection]
+    mean_score_change: float | None = Field(description="the kept detections' mean score change (None: none kept)")
+
+
+class Knockout(BaseModel):
+    block: str = Field(description="the block's module (a module called twice is one block)")
+    kind: BlockType
+    replaced: str = Field(description="what was made flat, in one sentence")
+    skipped: str | None = Field(None, description="why this block was not knocked out (SPD: no preference to remove)")
+    predictions: list[Prediction] | None = Field(None, description="classify: the top 5 classes with the map flat")
+    detections: list[Detection] | None = Field(None, description="detect: the boxes with the map flat")
+    change: ClassChange | DetectionChange | None = Field(None, description="what changed")
+
+
 class AnalysisResult(BaseModel):
     model: str = Field(description="the name of the model that answered")
     image: ImageSize
@@ -181,11 +221,13 @@ class AnalysisResult(BaseModel):
     note: str | None = Field(None, description="what of the output was ignored, or why there are no predictions")
     blocks: list[BlockResult] = Field(description="one entry per block, in execution order")
     reference: Reference | None = Field(None, description="with reference= (or include=gradcam): the reference map")
+    knockout: list[Knockout] | None = Field(None, description="with include=knockout: the answer again with each "
+                                            "block's map made flat (an inference-time ablation, one forward per block)")
     ground_truth: list[MatchedGroundTruthBox] | None = Field(None, description="with dataset= and image=: the image's "
                                                              "labelled boxes, each matched to a detection or missed")
     timings_ms: dict[str, float] = Field(description="milliseconds spent: decode, queue, forward (with a reference's "
-                                         "backward pass when asked), heatmaps (the batch's summary maps), maps "
-                                         "(rendering), total")
+                                         "backward pass when asked), knockout (its forwards), heatmaps (the "
+                                         "batch's summary maps), maps (rendering), total")
 
 
 class ErrorResponse(BaseModel):

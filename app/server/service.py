@@ -183,7 +183,7 @@ class Service:
         references = ReferenceRequest.of(jobs[0][1], len(jobs))
         engine = served.engine
         try:
-            result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), references)
+            result = engine.run(torch.cat([tensor for tensor, *_ in jobs]), references, knockout=jobs[0][1].knockout)
         except torch.OutOfMemoryError:  # outside the model's own code (attnlens' work on the batch)
             raise _out_of_memory() from None
         except ModelRunError as error:  # named as the server offers it; an accelerator's memory: try again

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..acmix import attention_received
+from ..acmix import ACmix, attention_received, uniform_attention
 from ..observe import Frame, Op, Pattern, shares_storage
-from .base import BlockMaps, Call, Kind, Parts, Reader, has_all, last_output, softmax_call
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output, softmax_call
 
 
 @dataclass(frozen=True)
@@ -210,4 +210,26 @@ ACMIX_READERS = (Reader("ACmix (official, YOLOAir)",
                         _build_acmix, lambda module: ("softmax",)),)
 
 
-KIND = Kind(WindowAttentionMaps, WindowAttentionPattern(), ACMIX_READERS)
+def _flatten_acmix(module: nn.Module, reader: Reader | None, detail: Any) -> Flattening:
+    """Ours: its uniform mode (``blocks.acmix.uniform_attention``); any other: every softmax over window taps at
+    the call's positions answers ``1 / (k*k)``."""
+    if isinstance(module, ACmix):
+        return Flattening(within=lambda: uniform_attention(module))
+
+    def rewrite(name: str, args: tuple, kwargs: dict, run, frame: Frame):
+        output = run(args, kwargs)
+        softmax = softmax_call(Op(name, args, kwargs, output), frame.state)
+        if softmax is None or frame.input is None:
+            return output
+        weights, dim, _ = softmax
+        if _window_layout(weights.shape, dim, frame.input.shape[-2:]) is None:
+            return output
+        frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+        return torch.full_like(output, 1.0 / weights.shape[dim])
+
+    return Flattening(rewrite=rewrite)
+
+
+KIND = Kind(WindowAttentionMaps, WindowAttentionPattern(), ACMIX_READERS,
+            "the window attention made uniform, 1/(k*k) on every tap: each query takes the mean of its window's values",
+            _flatten_acmix)

@@ -1,8 +1,8 @@
 """What every block kind is made of (``blocks.kinds``): the record base class ``BlockMaps`` (a kind's maps of one
 block call, with the summary ``heatmap``, its meaning, unit and title, a few JSON-sized numbers and the full arrays),
 the ``Reader`` of a module whose structure is known, the ``Call`` s a reader builds a record from, ``Kind`` (a record
-class, its ``Pattern`` and its readers), and the softmaxes two kinds recognise (GC's over positions, ACmix's over
-window taps).
+class, its ``Pattern``, its readers and its flat map: ``Flattening``, for a knockout), and the softmaxes two kinds
+recognise (GC's over positions, ACmix's over window taps).
 
 Every record has ``type`` (the kind's short name) and ``heatmap``: a tensor ``(N, H, W)`` at the block's feature
 resolution, computed once per record. Tensors are detached and stay on the model's device; ``N`` is the batch.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ..observe import Op, Pattern, shares_storage, storage_key
+from ..observe import Frame, Op, Pattern, shares_storage, storage_key
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,29 @@ def softmax_call(op: Op, scratch: dict) -> tuple[Tensor, int, Tensor] | None:
     return None
 
 
+Rewrite = Callable[[str, tuple, dict, Callable[[tuple, dict], Any], Frame], Any]
+
+
+@dataclass(frozen=True)
+class Flattening:
+    """How one block runs with its map made flat (a knockout). ``rewrite(name, args, kwargs, run, frame)``: every
+    operation of its call, answering its output (``run(args, kwargs)`` with other arguments, or another output;
+    ``frame`` the call, its ``state`` the rewrite's notes); ``outputs``: children whose outputs are replaced (name ->
+    function of the real output); ``within``: a context each call runs in (a block of ours that has a flat mode)."""
+
+    rewrite: Rewrite | None = None
+    outputs: dict[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    within: Callable[[], AbstractContextManager] | None = None
+
+
 @dataclass(frozen=True)
 class Kind:
     """A block kind: its record class (maps, heatmap, title, meaning, unit), the computation it is recognised
-    by, and the structures read directly."""
+    by, the structures read directly, and its flat map: ``flat`` says in one sentence what a knockout replaces,
+    ``flatten(module, reader, detail)`` how (None: the kind has no preference to remove, ``flat`` says why)."""
 
     record: type[BlockMaps]
     pattern: Pattern
     readers: tuple[Reader, ...]
+    flat: str
+    flatten: Callable[[nn.Module, Reader | None, Any], Flattening] | None = None

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..observe import Frame, Op, Pattern, effective_shape, shares_storage
-from .base import BlockMaps, Call, Kind, Parts, Reader, has_all, last_output
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output
 
 
 @dataclass(frozen=True)
@@ -230,4 +230,26 @@ CA_READERS = (Reader("CA / CoordAtt (official, pools made in forward, any activa
                      lambda module: has_all(module, "conv1", "bn1", "conv_h", "conv_w"), _build_ca, _ca_parts),)
 
 
-KIND = Kind(CoordMaps, CoordPattern(), CA_READERS)
+def _flatten_ca(module: nn.Module, reader: Reader | None, detail: Any) -> Flattening:
+    """Every row gate ``(N, C, H, 1)`` or column gate ``(N, C, 1, W)`` that multiplies a full map (or the other gate)
+    is replaced by its mean over its rows / columns."""
+
+    def rewrite(name: str, args: tuple, kwargs: dict, run, frame: Frame):
+        if name not in CoordPattern.MULS or len(args) < 2 or not all(isinstance(a, Tensor) and a.dim() == 4
+                                                                     for a in args[:2]):
+            return run(args, kwargs)
+        roles = [_gate_role(a) for a in args[:2]]
+        factors = list(args)
+        for i, role in enumerate(roles):
+            if role in ("rows", "columns") and roles[1 - i] in ("full", "rows", "columns") and roles[1 - i] != role:
+                gate = args[i]
+                factors[i] = gate.mean(dim=-2 if role == "rows" else -1, keepdim=True).expand_as(gate)
+                frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+        return run(tuple(factors), kwargs)
+
+    return Flattening(rewrite=rewrite)
+
+
+KIND = Kind(CoordMaps, CoordPattern(), CA_READERS,
+            "each gate replaced by its mean over its positions (a_h over the rows, a_w over the columns): the channel "
+            "scale kept, the preference for rows and columns gone", _flatten_ca)

@@ -15,7 +15,7 @@ from torchvision.ops import DeformConv2d
 
 from ..deform import split_offset_output
 from ..observe import Frame, Op, Pattern, effective_shape, storage_key
-from .base import BlockMaps, Call, Kind, Parts, Reader, has_all, last_output
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,8 @@ class _SamplingLayout:
     """How a sampling operation's coordinates are a deformable convolution's taps: ``rows`` / ``columns``
     ``(N, G, kh*kw, H', W')``, the flat index of each tap's row and column coordinate among the operation's
     positions; ``regular``: the positions with zero offsets; ``points``: each row coordinate's rank among the
-    row coordinates (the order of one value per sampling point, the mask's)."""
+    row coordinates (the order of one value per sampling point, the mask's); ``offset_elements``: where in the
+    source child's output the offsets are (True), the rest (a mask's logits) not."""
 
     rows: Tensor
     columns: Tensor
@@ -208,6 +209,7 @@ class _SamplingLayout:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
+    offset_elements: Tensor
 
     def record(self, positions: Tensor, mask: Tensor | None) -> DeformMaps:
         shift = positions - self.regular
@@ -362,8 +364,10 @@ def _fit_taps(where: Tensor, regular: Tensor, fed: Tensor, rows: Tensor | None, 
         is_row_coordinate = torch.zeros_like(fed)
         is_row_coordinate[index[:, is_row].flatten()] = True
         points = torch.cumsum(is_row_coordinate.long(), 0) - 1
+        offset_elements = torch.zeros(shape, dtype=torch.bool, device=where.device)
+        offset_elements[tuple(where.T)] = True
         return _SamplingLayout(row_index, column_index, regular, points, (kh, kw), stride,
-                               (round(padding[0]), round(padding[1])), (dil_h, dil_w))
+                               (round(padding[0]), round(padding[1])), (dil_h, dil_w), offset_elements)
     return None
 
 
@@ -425,4 +429,48 @@ DCN_READERS = (
 )
 
 
-KIND = Kind(DeformMaps, DeformPattern(), DCN_READERS)
+def _flatten_dcn(module: nn.Module, reader: Reader | None, detail: Any) -> Flattening:
+    """Zero offsets where they are made: the offset channels of a known structure's offset conv (its mask logits
+    kept), the offset elements of the child a hand-written sampling reads them from, and any ``deform_conv2d`` call's
+    offset argument."""
+    outputs: dict[str, Any] = {}
+    if reader is DCN_READERS[0]:
+        outputs[_offset_conv(module)] = lambda raw: _without_offsets(module, raw)
+    elif reader is None:  # by computation: where its own sampling was found to read them (at this input's shape)
+        for source in (detail or {}).get("samplings", {}).values():
+            outputs[source] = lambda raw: _zero_offset_elements(raw, detail["layouts"].values())
+
+    def rewrite(name: str, args: tuple, kwargs: dict, run, frame: Frame):
+        if name == DeformPattern.OP:
+            frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+            args = (*args[:2], torch.zeros_like(args[2]), *args[3:])  # input, weight, offset, ...
+        return run(args, kwargs)
+
+    return Flattening(rewrite=rewrite, outputs=outputs)
+
+
+def _without_offsets(module: nn.Module, raw: Tensor) -> Tensor:
+    """The offset conv's output ``[offsets | mask logits]`` with the offsets zero."""
+    kernel_size = _pair(module.kernel_size)
+    taps = kernel_size[0] * kernel_size[1]
+    groups = next((int(getattr(module, name)) for name in OFFSET_GROUPS if hasattr(module, name)), None)
+    if groups is None:
+        modulated = raw.shape[1] % (3 * taps) == 0 and raw.shape[1] % (2 * taps) != 0
+        groups = raw.shape[1] // ((3 if modulated else 2) * taps)
+    flat = raw.clone()
+    flat[:, :2 * groups * taps] = 0
+    return flat
+
+
+def _zero_offset_elements(raw: Tensor, layouts) -> Tensor:
+    """The source child's output with the elements a sampling layout adds to its grid zero (the same object when no
+    layout knows its shape)."""
+    for layout in layouts:
+        if tuple(layout.offset_elements.shape) == tuple(raw.shape):
+            return raw.masked_fill(layout.offset_elements.to(raw.device), 0)
+    return raw
+
+
+KIND = Kind(DeformMaps, DeformPattern(), DCN_READERS,
+            "the offsets set to zero: every tap samples its regular grid position (a plain convolution), the "
+            "modulation mask kept", _flatten_dcn)

@@ -5,14 +5,15 @@ the structures read by their names (GCNet, mmcv).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..context import context_mask
 from ..observe import Frame, Op, Pattern, storage_key
 from .acmix import window_softmax
-from .base import BlockMaps, Call, Kind, Parts, Reader, has_all, last_output, softmax_call
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output, softmax_call
 
 
 @dataclass(frozen=True)
@@ -116,4 +117,25 @@ GC_READERS = (Reader("GCNet CB2d / ContextBlock2d, mmcv ContextBlock", _is_gc, _
                      lambda module: ("conv_mask",) if isinstance(getattr(module, "conv_mask", None), nn.Module) else ()),)
 
 
-KIND = Kind(ContextMaps, ContextPattern(), GC_READERS)
+def _flatten_gc(module: nn.Module, reader: Reader | None, detail: Any) -> Flattening:
+    """Every softmax over the call's H*W positions answers ``1 / (H*W)`` everywhere."""
+
+    def rewrite(name: str, args: tuple, kwargs: dict, run, frame: Frame):
+        output = run(args, kwargs)
+        softmax = softmax_call(Op(name, args, kwargs, output), frame.state)
+        x = frame.input
+        if softmax is None or x is None:
+            return output
+        weights, dim, _ = softmax
+        positions = x.shape[-2] * x.shape[-1]
+        if weights.shape[dim] != positions or window_softmax(weights, dim):
+            return output
+        frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+        return torch.full_like(output, 1.0 / positions)
+
+    return Flattening(rewrite=rewrite)
+
+
+KIND = Kind(ContextMaps, ContextPattern(), GC_READERS,
+            "the context mask made uniform, 1/(H*W) at every position: the block pools its context by plain average",
+            _flatten_gc)

@@ -162,4 +162,6 @@ SPD_READERS = (
 )
 
 
-KIND = Kind(SpaceToDepthMaps, SpaceToDepthPattern(), SPD_READERS)
+KIND = Kind(SpaceToDepthMaps, SpaceToDepthPattern(), SPD_READERS,
+            "nothing: space-to-depth rearranges every pixel into channels and weighs none, so it has no preference to "
+            "remove (not knocked out)")

@@ -112,3 +112,28 @@ def strided_ca():
     """A classifier whose ``att`` gates a stride-2 projection inside it: name ``att=ca`` to read it."""
     torch.manual_seed(0)
     return StridedClassifier()
+
+
+class ContextClassifier(nn.Module):
+    """A classifier whose answer depends on where its GC block pools from (attention pooling, weights drawn)."""
+
+    def __init__(self):
+        super().__init__()
+        from attnlens.blocks import GlobalContextBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 4, 1), nn.ReLU())
+        self.gc = GlobalContextBlock(16, ratio=0.5)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.gc(self.stem(x)))
+
+
+def gc_classifier():
+    """A classifier with one GC block whose context mask matters (``ContextClassifier``), seeded."""
+    model = ContextClassifier()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.6)
+    return model
