@@ -1,9 +1,12 @@
 // attnlens page, the Dataset view (attnlens serve --data): a paged grid of a served dataset's images with their
 // labelled boxes, filtered by class, file name and (a detector's results) missed objects, sorted by a map's score
-// or the objects missed / found from the eval results; a click opens
-// the image in the full view (analyze?dataset=&image=, which answers its ground truth too). Uses attnlens.js's
-// helpers ($, element, analyze, setStatus, explain).
-"use strict";
+// or the objects missed / found from the eval results (the sort keys grouped by model); a click opens the image in
+// the full view (analyze?dataset=&image=, which answers its ground truth too).
+import { analyze } from "./analysis.js";
+import { explain } from "./api.js";
+import { boxKey } from "./detections.js";
+import { $, element, format, setStatus } from "./dom.js";
+import { LABELLED_COLOUR } from "./state.js";
 
 const PAGE = 48; // thumbnails per page
 const browse = {
@@ -28,13 +31,43 @@ function listingUrl() {
   return `/api/v1/datasets/${encodeURIComponent(browse.dataset.name)}/images?${params}`;
 }
 
+// a sort key's [model, map, measure]: keys are MAP:MEASURE, or MODEL/MAP:MEASURE when the eval results hold several
+// models (model ""); a map is a block's id, objects (missed / found), baseline/NAME or reference/METHOD, and a
+// model's name may hold / and : itself, so the key is read from its end
+function keyParts(key) {
+  const colon = key.lastIndexOf(":");
+  const path = key.slice(0, colon).split("/");
+  const named = path.length > 1 && ["baseline", "reference"].includes(path[path.length - 2]);
+  const map = path.splice(named ? -2 : -1).join("/");
+  return [path.join("/"), map, key.slice(colon + 1)];
+}
+
+// the sort keys as options grouped by model (one model's: its objects, then its maps), each named by its map and
+// measure only; in the server's order, which puts the objects keys first
+function sortGroups(keys) {
+  const groups = new Map();
+  for (const key of keys) {
+    const [model, map, measure] = keyParts(key);
+    const group = model || (map === "objects" ? "objects" : "maps");
+    const option = new Option(map === "objects" ? `${measure} objects` : `${map} · ${measure}`, key);
+    option.title = key;
+    groups.set(group, [...(groups.get(group) || []), option]);
+  }
+  return [...groups].map(([label, options]) => {
+    const group = document.createElement("optgroup");
+    group.label = label;
+    group.append(...options);
+    return group;
+  });
+}
+
 // the labelled boxes over a thumbnail (boxes in original pixels, the thumbnail at its own scale)
 function drawThumbnailBoxes(canvas, image, entry) {
   canvas.width = image.naturalWidth;
   canvas.height = image.naturalHeight;
   const context = canvas.getContext("2d");
   const scale = entry.width ? image.naturalWidth / entry.width : 1;
-  context.strokeStyle = MATCH_COLOURS.tp;
+  context.strokeStyle = LABELLED_COLOUR;
   context.lineWidth = 2;
   const boxes = entry.boxes.map(({ box: [x0, y0, x1, y1] }) => [x0 * scale, y0 * scale, (x1 - x0) * scale, (y1 - y0) * scale]);
   for (const [x, y, w, h] of boxes) context.strokeRect(x, y, w, h);
@@ -47,7 +80,7 @@ function thumbnail(entry) {
   button.type = "button";
   button.className = "thumb";
   button.dataset.id = entry.id;
-  button.title = `${entry.id}: ${entry.boxes.length} labelled box${entry.boxes.length === 1 ? "" : "es"}; open it`;
+  button.title = `${entry.id}: ${entry.boxes.length} labelled box${entry.boxes.length === 1 ? "" : "es"} (amber); open it`;
   const frame = element("span");
   frame.className = "thumb-frame";
   const image = new Image();
@@ -100,19 +133,21 @@ function chooseDataset(name) {
   browse.offset = 0;
   const { classes, sort_keys: keys } = browse.dataset;
   $("#dataset-class").replaceChildren(new Option("all", ""), ...classes.map((label, i) => new Option(label, String(i))));
-  $("#dataset-sort").replaceChildren(new Option("file name", ""), ...keys.map((key) => new Option(key, key)));
+  $("#dataset-sort").replaceChildren(new Option("file name", ""), ...sortGroups(keys));
   $("#dataset-sort-pick").hidden = !keys.length;
   $("#dataset-missed-pick").hidden = !keys.some((key) => key.endsWith("objects:missed"));
   $("#dataset-missed").checked = false;
   showListing();
 }
 
-async function initDatasets() {
+export async function initDatasets() {
   const response = await fetch("/api/v1/datasets");
   if (!response.ok) return;
   browse.datasets = (await response.json()).datasets;
   if (!browse.datasets.length) return;
   $("#dataset-view").hidden = false;
+  $("#dataset-key").replaceChildren(boxKey(LABELLED_COLOUR, "solid", "labelled boxes"),
+    " on the thumbnails, from the dataset's labels; open an image for the ones a model found or missed.");
   $("#dataset").replaceChildren(...browse.datasets.map((d) => new Option(`${d.name} (${d.images} images)`, d.name)));
   $("#dataset-pick").hidden = browse.datasets.length < 2;
   $("#dataset").addEventListener("change", (event) => chooseDataset(event.target.value));
@@ -126,7 +161,3 @@ async function initDatasets() {
   $("#dataset-next").addEventListener("click", () => { browse.offset += PAGE; showListing(); });
   chooseDataset(browse.datasets[0].name);
 }
-
-document.addEventListener("DOMContentLoaded", () => {
-  initDatasets().catch((error) => setStatus(`The dataset could not be listed: ${error.message}`, "error"));
-});

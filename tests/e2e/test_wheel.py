@@ -52,7 +52,7 @@ def fresh_python(wheel, tmp_path_factory) -> str:
 def test_wheel_installs_one_top_level_package_with_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"attnlens", wheel.name.split("-py")[0] + ".dist-info"}
-    for needed in ("attnlens/blocks/acmix.py", "attnlens/static/attnlens.js", "attnlens/static/samples/cat.jpg",
+    for needed in ("attnlens/blocks/acmix.py", "attnlens/static/page.js", "attnlens/static/samples/cat.jpg",
                    "attnlens/static/swagger/swagger-ui-bundle.js", "attnlens/static/swagger/LICENSE",
                    "attnlens/templates/index.html", "attnlens/templates/docs.html",
                    "attnlens/data/lite0_blocks.safetensors", "attnlens/data/imagenet_classes.txt",

@@ -1,0 +1,42 @@
+// attnlens page: the API client: one analysis by one model (POST /api/v1/analyze with the page's options) and a
+// failed answer explained in words.
+import { modelName, usesGradients } from "./models.js";
+import { state } from "./state.js";
+
+const ERROR_MESSAGES = {
+  400: "This file could not be read as an image",
+  404: "The server does not offer this model",
+  413: "This image is too large",
+  415: "This is not an image type attnlens reads (JPEG, PNG, WebP, GIF, TIFF, BMP)",
+  503: "The server is busy",
+};
+
+export async function explain(response) {
+  let detail = "";
+  try { detail = (await response.json()).detail; } catch (error) { detail = response.statusText; }
+  if (typeof detail !== "string") detail = JSON.stringify(detail);
+  const retry = response.headers.get("Retry-After");
+  const lead = ERROR_MESSAGES[response.status] || `The server answered ${response.status}`;
+  return `${lead}: ${detail}${retry ? ` (try again in ${retry} s)` : ""}.`;
+}
+
+function analyzeUrl(model) {
+  const params = new URLSearchParams({ include: "values,maps" });
+  if (state.reference) params.set("reference", state.reference);
+  if (usesGradients(state.reference) && model && model.task === "detect" && state.targetKind !== "class") {
+    params.set("target_kind", state.targetKind);
+  }
+  if (state.models.length > 1 && model) params.set("model", modelName(model));
+  return `/api/v1/analyze?${params}`;
+}
+
+// one analysis by one model: of the upload, or of a served dataset's image by id (the answer adds ground_truth)
+export async function request(model, blob, name, labelled) {
+  const form = new FormData();
+  let url = analyzeUrl(model);
+  if (labelled) url += `&${new URLSearchParams({ dataset: labelled.dataset, image: labelled.id })}`;
+  else form.append("file", blob, name);
+  const response = await fetch(url, { method: "POST", body: form });
+  if (!response.ok) throw new Error(await explain(response), { cause: "server" });
+  return response.json();
+}
