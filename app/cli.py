@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ap-max-det", type=_positive, default=300, metavar="N",
                           help="detectors: at most this many detections per image for AP (default 300; COCO's AP "
                                "counts the best 100 per image and class)")
+    evaluate.add_argument("--knockout", action="store_true",
+                          help="each block knocked out too (its map made flat: one forward per block and batch): per "
+                               "block the change of AP (detectors) or the top-1 agreement with the full model "
+                               "(classifiers), with paired bootstrap intervals, ranked")
     evaluate.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default 2)")
     evaluate.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
@@ -476,7 +480,8 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
         summary = evaluate(models, args.data, args.images, args.split, args.limit, classes, args.reference, args.out,
                            args.batch_size, args.workers, args.seed,
                            progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr),
-                           ray=args.ray, ray_actors=args.ray_actors, ap_conf=args.ap_conf, ap_max_det=args.ap_max_det)
+                           ray=args.ray, ray_actors=args.ray_actors, ap_conf=args.ap_conf, ap_max_det=args.ap_max_det,
+                           knockout=args.knockout)
     except (ModelLoadError, DataError, ValidationError, ValueError) as error:
         print(f"attnlens: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -501,10 +506,34 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
             print(f"{c['b']} - {c['a']} on {c['map']}: energy {c['mean_diff']:+.3f} [{c['ci95'][0]:+.3f}, "
                   f"{c['ci95'][1]:+.3f}], higher on {c['b_higher_share']:.0%} of images")
     _print_detection(summary)
+    _print_knockout(summary)
     if args.out:
         print(f"wrote {args.out}/summary.json, per_image.csv, report.html, figure.png and figure.pdf" +
               (", ground_truth.json, detections/ and per_object.csv" if summary.get("detection") else ""))
     return 0
+
+
+def _print_knockout(summary: dict) -> None:
+    """Each model's blocks, ranked by how much its answer relies on where they look."""
+    for model, entries in summary.get("knockout", {}).items():
+        print(f"{model}: each block knocked out (its map made flat), the most relied on first")
+        for entry in entries:
+            if "skipped" in entry:
+                figure = f"not knocked out: {entry['skipped']}"
+            elif "AP_change" in entry:
+                change = entry["AP_change"]
+                figure = "AP change -" if change["mean"] is None else \
+                    f"AP {entry['AP']:.3f}, change {change['mean']:+.3f} [{_signed(change['ci95'][0])}, " \
+                    f"{_signed(change['ci95'][1])}]"
+            else:
+                agreement = entry["top1_agreement"]
+                figure = f"top-1 kept on {agreement['mean']:.1%} [{agreement['ci95'][0]:.1%}, " \
+                         f"{agreement['ci95'][1]:.1%}] of {entry['images']} images"
+            print(f"  {entry['block']:32} {entry['kind']:6} {figure}")
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
 
 
 def _skipped_line(skipped: list[dict]) -> str:

@@ -154,7 +154,7 @@ class Engine:
         knocked, knockout_ms = None, {}
         if knockout:
             with torch.no_grad(), autocast:
-                knocked = run_knockouts(model, lambda: self._forward(batch), self._read)
+                knocked = run_knockouts(model, lambda: self._forward(batch), lambda out: self._read_both(out, scoring))
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             knockout_ms = {"knockout": 1000 * (time.perf_counter() - start) - forward_ms}

@@ -31,13 +31,15 @@ MATCH_IOU = 0.5
 @dataclass(frozen=True)
 class Knocked:
     """One block knocked out over a batch: its module ``block``, ``kind``, what was ``replaced`` (the kind's
-    sentence), the answer read from the model with that map flat (``predictions`` as ``RunResult`` has them; None
-    for a block not knocked out: ``skipped`` says why), and how many maps were ``flattened``."""
+    sentence), the answer read from the model with that map flat (``predictions`` as ``RunResult`` has them, and a
+    detector's ``scored`` at the scoring threshold when asked; None for a block not knocked out: ``skipped`` says
+    why), and how many maps were ``flattened``."""
 
     block: str
     kind: str
     replaced: str
     predictions: Any = None
+    scored: Any = None
     flattened: int = 0
     skipped: str | None = None
 
@@ -50,8 +52,10 @@ def knocked_modules(model: LoadedModel) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def run_knockouts(model: LoadedModel, forward: Callable[[], Any], read: Callable[[Any], Any]) -> list[Knocked]:
-    """Each block of ``model`` knocked out in turn: ``forward()`` the model's raw output on the batch, ``read`` it."""
+def run_knockouts(model: LoadedModel, forward: Callable[[], Any],
+                  read: Callable[[Any], tuple[Any, Any]]) -> list[Knocked]:
+    """Each block of ``model`` knocked out in turn: ``forward()`` the model's raw output on the batch, ``read`` it
+    (the predictions, and a detector's boxes at the scoring threshold or None)."""
     done = []
     for name, kind in knocked_modules(model):
         flat = blocks.KINDS[kind]
@@ -59,8 +63,8 @@ def run_knockouts(model: LoadedModel, forward: Callable[[], Any], read: Callable
             done.append(Knocked(name, kind, flat.flat, skipped=flat.flat))
             continue
         with knockout(model.module, name) as state:
-            predictions = read(forward())
-        done.append(Knocked(name, kind, flat.flat, predictions, state.flattened,
+            predictions, scored = read(forward())
+        done.append(Knocked(name, kind, flat.flat, predictions, scored, state.flattened,
                             None if state.flattened else "the block computed no map in this pass: nothing was made flat"))
     return done
 

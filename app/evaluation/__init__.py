@@ -17,7 +17,7 @@ from .coco_ap import AP_CONF, AP_MAX_DET
 from .datasets import DataError, Dataset, read_dataset
 from .detection import evaluate_detections
 from .run import evaluate_dataset
-from .summary import compare, summarise
+from .summary import compare, knockout_agreement, summarise
 
 __all__ = ["DataError", "Dataset", "evaluate", "read_dataset"]
 
@@ -26,7 +26,8 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
              split: str = "val", limit: int | None = None, classes: Sequence[str] | None = None,
              reference: str | Sequence[str] = "gradcam", out: str | Path | None = None, batch_size: int = 8,
              workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None, ray: str | bool | None = None,
-             ray_actors: int | None = None, ap_conf: float = AP_CONF, ap_max_det: int = AP_MAX_DET) -> dict:
+             ray_actors: int | None = None, ap_conf: float = AP_CONF, ap_max_det: int = AP_MAX_DET,
+             knockout: bool = False) -> dict:
     """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
     what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
     ``Dataset``). ``reference``: reference methods scored beside the blocks (``gradcam``, ``gradcam++``,
@@ -36,7 +37,9 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     ``ray_actors`` model actors (default: one per GPU, else one); the workers load each model again from the
     options it was loaded from (so not a module built in Python). ``ap_conf``, ``ap_max_det``: the confidence
     threshold and the cap per image of the detections a detector's AP is computed from (its own ``conf`` and
-    ``max_det`` decide found / missed, as ``analyze`` shows them)."""
+    ``max_det`` decide found / missed, as ``analyze`` shows them). ``knockout``: each block of each model knocked
+    out too (its map made flat, one forward per block and batch): per block, the change of AP (detectors) or the
+    top-1 agreement with the full model (classifiers), with paired bootstrap intervals, in ``knockout``."""
     from attnlens.models import LoadedModel, load_model
     from attnlens.models.references import METHODS
 
@@ -66,9 +69,9 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     if on_ray:
         from .distributed import evaluate_on_ray
 
-        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress, ap)
+        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress, ap, knockout)
     else:
-        total = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress, ap)
+        total = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress, ap, knockout)
     scores, kept, skipped = total.scores, total.kept, total.skipped
     dropped = {s.file for s in skipped if s.kind == "unreadable image"}
     detection = evaluate_detections(loaded, dataset, total, seed, ap)
@@ -84,6 +87,8 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     }
     if detection.summary:
         summary["detection"] = detection.summary
+    if knockout:
+        summary["knockout"] = detection.knockout | knockout_agreement(total, loaded, seed)
     if out is not None:
         from .outputs import write_outputs
 

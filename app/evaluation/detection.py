@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from attnlens.models import LoadedModel
 from .coco_ap import AP_CONF, AP_MAX_DET, MATCH_IOU, Boxes, Evaluation, class_mapping, matched
 from .datasets import Dataset, LabelledImage
 from .measures import SIZES
-from .run import BatchScores, DetectedBoxes, ObjectScore
+from .run import BatchScores, DetectedBoxes, KnockedImages, ObjectScore
 from .summary import BOOTSTRAP
 
 __all__ = ["PER_OBJECT_COLUMNS", "DetectionResults", "evaluate_detections", "file_name"]
@@ -52,13 +52,15 @@ def file_name(model: str) -> str:
 class DetectionResults:
     """What ``evaluate_detections`` gives: ``summary`` (``summary.json``'s ``detection``), ``comparisons`` (AP and
     AP50 entries of ``comparisons``), ``files`` (relative path -> JSON content: ground truth, detections),
-    ``per_object`` (``PER_OBJECT_COLUMNS`` rows) and ``status`` (``{(model, image id): {object: found}}``)."""
+    ``per_object`` (``PER_OBJECT_COLUMNS`` rows), ``status`` (``{(model, image id): {object: found}}``) and with
+    knockout, ``knockout`` (``{model: [each block's AP with its map flat, and the change]}``)."""
 
     summary: dict
     comparisons: list[dict]
     files: dict[str, Any]
     per_object: list[tuple]
     status: dict[tuple[str, str], dict[int, bool]]
+    knockout: dict[str, list[dict]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,10 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
         entry["file"] = path
         entry["attention"] = _attention(scores_of[name], labelled, counts)
         result.summary[name] = entry
+        knocked = [(block, entry) for (model_name, block), entry in total.knockouts.items() if model_name == name]
+        if knocked:
+            result.knockout[name] = _knockout_ap(knocked, truth, mapping, len(dataset.classes), per_class[name],
+                                                 draws[name], counts)
         for scored_object in scores_of[name]:
             obj = labelled.get((scored_object.image, scored_object.object))
             if obj is not None:
@@ -283,6 +289,31 @@ def evaluate_detections(models: Sequence[tuple[str, LoadedModel]], dataset: Data
     for other, _ in detectors[1:]:
         result.comparisons += _compare_ap(first, other, per_class, draws, dataset.classes, counted, len(truth.images))
     return result
+
+
+def _knockout_ap(knocked: list[tuple[str, KnockedImages]], truth: _Truth, mapping: dict[int, int], classes: int,
+                 full: dict, full_draws: dict, counts: np.ndarray) -> list[dict]:
+    """Each block knocked out: AP and AP50 from its boxes, and their change from the full model's, paired on the
+    same bootstrap draws; the blocks whose flat map costs the most AP first."""
+    entries = []
+    for block, images in knocked:
+        entry: dict[str, Any] = {"block": block, "kind": images.kind, "replaced": images.replaced}
+        if images.skipped is not None:
+            entries.append(entry | {"skipped": images.skipped})
+            continue
+        scored = [_coco_detections(images.detections.get(image.id), mapping)[0] for image in truth.images]
+        evaluation = Evaluation(truth.boxes, scored, classes)
+        figures, draws = evaluation.per_class(), evaluation.per_class(counts)
+        for key in ("AP", "AP50"):
+            value, before = float(figures[f"{key}_all"]), float(full[f"{key}_all"])
+            defined = value >= 0 and before >= 0
+            entry[key] = value if value >= 0 else None
+            differences = np.where((draws[f"{key}_all"] >= 0) & (full_draws[f"{key}_all"] >= 0),
+                                   draws[f"{key}_all"] - full_draws[f"{key}_all"], np.nan)
+            entry[f"{key}_change"] = _interval(value - before if defined else None, differences)
+        entries.append(entry)
+    return sorted(entries, key=lambda e: (e.get("AP_change", {}).get("mean") is None, e.get("AP_change", {}).get("mean")
+                                          or 0.0))
 
 
 def _compare_ap(first: str, other: str, per_class: dict[str, dict], draws: dict[str, dict[str, np.ndarray]],

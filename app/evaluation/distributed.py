@@ -100,14 +100,15 @@ class _Decode:
 class _Score:
     """Actor stage: the models loaded once; each planned batch run and scored (``run.score_batch``)."""
 
-    def __init__(self, options, images, references, threads, ap):
-        self.engines, self.images, self.references, self.ap = _load_all(options, threads), images, references, ap
+    def __init__(self, options, images, references, threads, ap, knockout):
+        self.engines, self.images, self.references = _load_all(options, threads), images, references
+        self.ap, self.knockout = ap, knockout
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
         parts = [pickle.dumps(score_batch(self.engines, self.images, self.references, int(n), pickle.loads(items),
-                                          self.ap))
+                                          self.ap, self.knockout))
                  for n, items in zip(batch["batch"], batch["items"])]
         return {"batch": batch["batch"], "scores": np.array(parts, dtype=object)}
 
@@ -208,7 +209,7 @@ def _placement(ray, actors: int | None, local: bool) -> _Placement:
 def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, references: Sequence[str],
                     batch_size: int, address: str | bool = True, actors: int | None = None,
                     progress: Callable[[int], Any] | None = None,
-                    ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> BatchScores:
+                    ap: tuple[float, int] = (AP_CONF, AP_MAX_DET), knockout: bool = False) -> BatchScores:
     """``run.evaluate_dataset``'s results, computed on a Ray cluster. ``models``: loaded here (their input recipes
     plan the batches); the workers load them again from their ``options``. ``address``: ``local``, ``auto``, a
     cluster's, or ``True`` (``auto`` where ``RAY_ADDRESS`` is set, else ``local``); ``actors``: the pool's size
@@ -239,7 +240,8 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
         stream = (ray.data.from_items(batches, override_num_blocks=max(1, len(plan)))
                   .map_batches(_Decode, fn_constructor_args=(images, recipes), batch_size=1, num_cpus=1,
                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=placement.decoders))
-                  .map_batches(_Score, fn_constructor_args=(options, images, tuple(references), placement.threads, ap),
+                  .map_batches(_Score,
+                               fn_constructor_args=(options, images, tuple(references), placement.threads, ap, knockout),
                                batch_size=1, compute=ray.data.ActorPoolStrategy(size=placement.actors),
                                **placement.resources))
         bar = progress(len(images)) if progress else None

@@ -36,8 +36,8 @@ from .coco_ap import AP_CONF, AP_MAX_DET
 from .datasets import Dataset, LabelledImage, Skipped
 from .measures import centre_map, measure_map, regions_of, to_image
 
-__all__ = ["BatchScores", "DetectedBoxes", "ImageDetections", "Kept", "ObjectScore", "Scored", "evaluate_dataset",
-           "plan_batches", "score_batch", "upright_size"]
+__all__ = ["BatchScores", "DetectedBoxes", "ImageDetections", "Kept", "KnockedImages", "ObjectScore", "Scored",
+           "evaluate_dataset", "plan_batches", "score_batch", "upright_size"]
 
 BASELINES = ("baseline/uniform", "baseline/centre")
 KEEP = 8  # best and worst images kept per map, for the report
@@ -148,11 +148,29 @@ def _collate(items):
 
 
 @dataclass
+class KnockedImages:
+    """One model's block knocked out over the images (``--knockout``): its ``kind``, what was ``replaced``, why it
+    was ``skipped`` (None: knocked out), and per image id a classifier's top-1 kept (``agrees``) or a detector's
+    boxes at the AP threshold (``detections``)."""
+
+    kind: str
+    replaced: str
+    skipped: str | None = None
+    agrees: dict[str, bool] = field(default_factory=dict)
+    detections: dict[str, DetectedBoxes] = field(default_factory=dict)
+
+    def add(self, other: KnockedImages) -> None:
+        self.agrees.update(other.agrees)
+        self.detections.update(other.detections)
+
+
+@dataclass
 class BatchScores:
     """What scoring gives: per-image scores in order, each map's kept best / worst images (``{(model, map): (best
     heap, worst heap)}``, at most ``KEEP`` each, maps on the CPU), what was skipped, with why, each image read's upright
     size (``{image id: (width, height)}``); for detectors, each image's detections (``{(model, image id):
-    ImageDetections}``) and each object's scores."""
+    ImageDetections}``) and each object's scores; with knockout, each block knocked out (``{(model, block):
+    KnockedImages}``)."""
 
     scores: list[Scored] = field(default_factory=list)
     kept: dict[tuple[str, str], tuple[list[Kept], list[Kept]]] = field(default_factory=dict)
@@ -160,6 +178,7 @@ class BatchScores:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     detections: dict[tuple[str, str], ImageDetections] = field(default_factory=dict)
     objects: list[ObjectScore] = field(default_factory=list)
+    knockouts: dict[tuple[str, str], KnockedImages] = field(default_factory=dict)
 
     def add(self, part: BatchScores) -> None:
         """``part`` (a later batch's) added: the same as if its images had been scored here."""
@@ -168,6 +187,11 @@ class BatchScores:
         self.sizes.update(part.sizes)
         self.detections.update(part.detections)
         self.objects += part.objects
+        for key, knocked in part.knockouts.items():
+            if key in self.knockouts:
+                self.knockouts[key].add(knocked)
+            else:
+                self.knockouts[key] = knocked
         for key, heaps in part.kept.items():
             for heap, items in zip(self.kept.setdefault(key, ([], [])), heaps):
                 for item in items:
@@ -177,12 +201,13 @@ class BatchScores:
 def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
                      references: Sequence[str] = ("gradcam",), batch_size: int = 8, workers: int = 0,
                      progress: Callable[[int], Any] | None = None,
-                     ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> BatchScores:
+                     ap: tuple[float, int] = (AP_CONF, AP_MAX_DET), knockout: bool = False) -> BatchScores:
     """Score every map of every model on every labelled image (``BatchScores``: the per-image scores, the kept
     best / worst images, what was skipped: unreadable images, images a model failed on; detectors' boxes and
     objects). ``references``: the reference methods scored beside the blocks, where a model has layers for them
     (the gradient methods: where its output is read). ``ap``: the confidence threshold and cap per image of the
-    detections AP is computed from. ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
+    detections AP is computed from. ``knockout``: each block knocked out too (one forward per block and batch).
+    ``progress(total)`` returns an object with ``update(n)`` (tqdm)."""
     engines = [(name, Engine(model)) for name, model in models]
     images = dataset.images
     batches = plan_batches(images, [model for _, model in models], batch_size)
@@ -191,7 +216,7 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
     total = BatchScores()
     bar = progress(len(images)) if progress else None
     for number, batch in enumerate(loader):
-        total.add(score_batch(engines, images, references, number, batch, ap))
+        total.add(score_batch(engines, images, references, number, batch, ap, knockout))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -200,12 +225,14 @@ def evaluate_dataset(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset
 
 
 def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[LabelledImage], references: Sequence[str],
-                number: int, batch: Sequence[tuple], ap: tuple[float, int] = (AP_CONF, AP_MAX_DET)) -> BatchScores:
+                number: int, batch: Sequence[tuple], ap: tuple[float, int] = (AP_CONF, AP_MAX_DET),
+                knockout: bool = False) -> BatchScores:
     """Batch ``number`` of the plan (``plan_batches``): its items ``(i, tensors, geometries)`` (one tensor and
     geometry per model; ``(i, None, why)`` for an unreadable image) run through every engine, every map scored on
     the model's device; a detector's boxes read twice (at ``ap``'s threshold and cap, and at its own). The same for
     a local run and a Ray actor's (``attnlens.evaluation.distributed``). A reference map that cannot be computed
-    costs only itself on those images (said, as skipped)."""
+    costs only itself on those images (said, as skipped). ``knockout``: each block knocked out too, its answer kept
+    per image (``KnockedImages``)."""
     part = BatchScores()
     readable = []
     for i, tensors, detail in batch:
@@ -230,11 +257,13 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
         request = ReferenceRequest(methods, (None,) * len(readable), optional=True) if methods else None
         scoring = replace(model.reader, conf=ap[0], max_det=max(ap[1], model.reader.max_det)) if detector else None
         try:
-            result = engine.run(stacked, request, scoring)
+            result = engine.run(stacked, request, scoring, knockout=knockout)
         except (ModelRunError, TargetError) as error:
             part.skipped += [Skipped(images[i].id, None, f"model {name}: {error}", "model failed") for i, _, _ in readable]
             continue
         device = engine.model.device
+        for knocked in result.knockouts or ():
+            part.knockouts[name, knocked.block] = _knocked_images(knocked, result, readable, images, position, detector)
         for row, (i, _, geometries) in enumerate(readable):
             image, geometry = images[i], geometries[position]
             if detector:
@@ -275,6 +304,22 @@ def score_batch(engines: Sequence[tuple[str, Engine]], images: Sequence[Labelled
                 if detector:
                     _record_objects(part, image.id, name, key, "baseline", objects, per_object)
     return part
+
+
+def _knocked_images(knocked, result, readable: list, images: Sequence[LabelledImage], position: int,
+                    detector: bool) -> KnockedImages:
+    """One block knocked out on a batch: per image, a detector's boxes at the AP threshold, or whether a classifier's
+    top-1 stayed the full model's."""
+    entry = KnockedImages(knocked.kind, knocked.replaced, knocked.skipped if knocked.predictions is None else None)
+    if knocked.predictions is None:
+        return entry
+    for row, (i, _, geometries) in enumerate(readable):
+        image = images[i].id
+        if detector:
+            entry.detections[image] = DetectedBoxes.placed(knocked.scored[row], geometries[position])
+        elif result.predictions is not None:
+            entry.agrees[image] = int(knocked.predictions[row].argmax()) == int(result.predictions[row].argmax())
+    return entry
 
 
 def _record_objects(part: BatchScores, image: str, model: str, key: str, kind: str, objects: Sequence,

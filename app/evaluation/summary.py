@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,3 +105,26 @@ def compare(scores: Sequence[Scored], models: Sequence[str], seed: int = 0) -> l
                                     "ci95": figures["ci95"],
                                     "b_higher_share": float(np.mean([d > 0 for d in diffs])) if diffs else None})
     return comparisons
+
+
+def knockout_agreement(total: Any, models: Sequence[tuple[str, Any]], seed: int = 0) -> dict[str, list[dict]]:
+    """Each classifier's blocks knocked out: the share of images whose top-1 class stayed the full model's, with a
+    bootstrap interval over images; the blocks whose flat map changes the most answers first. (``total``: a
+    ``run.BatchScores``; detectors' knockouts are AP's, in ``detection``.)"""
+    found: dict[str, list[dict]] = {}
+    for name, model in models:
+        if model.task != "classify":
+            continue
+        entries = []
+        for (model_name, block), images in total.knockouts.items():
+            if model_name != name:
+                continue
+            entry = {"block": block, "kind": images.kind, "replaced": images.replaced}
+            if images.skipped is not None:
+                entries.append(entry | {"skipped": images.skipped})
+                continue
+            agrees = [float(kept) for kept in images.agrees.values()]
+            entries.append(entry | {"images": len(agrees), "top1_agreement": interval(agrees, seed)})
+        found[name] = sorted(entries, key=lambda e: (e.get("top1_agreement", {}).get("mean") is None,
+                                                     e.get("top1_agreement", {}).get("mean") or 0.0))
+    return found

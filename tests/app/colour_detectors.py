@@ -89,3 +89,70 @@ def shifted():
 def misses_small():
     """Objects narrower than 20 px are not reported (the test images' 10 px red square)."""
     return _spec(smallest=20)
+
+
+class ContextPool(nn.Module):
+    """Attention pooling written by hand (read as GC by what it computes): ``x`` plus its context, the colour pooled
+    with softmax(20 red - 10 blue) weights (the red objects' colour); ``average``: pooled by plain average instead
+    (what a knockout of its mask computes, written independently)."""
+
+    def __init__(self, average: bool = False):
+        super().__init__()
+        self.average = average
+
+    def forward(self, x):
+        if self.average:
+            context = x.mean((2, 3))
+        else:
+            weights = torch.softmax((20 * x[:, 0] - 10 * x[:, 2]).flatten(1), dim=1)  # (N, H*W)
+            context = torch.bmm(x.flatten(2), weights[..., None])[..., 0]  # (N, C)
+        return x + context[..., None, None]
+
+
+class ContextGated(ColourDetector):
+    """As ``exact``, but the red object is reported only when the pooled context is red (its mask finds the red)."""
+
+    def __init__(self, average: bool = False):
+        super().__init__()
+        self.pool = ContextPool(average)
+
+    def forward(self, x):
+        rows, features = super().forward(x)
+        context = (self.pool(x) - x)[:, :, 0, 0]  # (N, 3)
+        red = (context[:, 0] > 0.7) & (context[:, 2] < 0.3)
+        rows[:, 4, 0] = torch.where(red, rows[:, 4, 0], torch.zeros_like(rows[:, 4, 0]))  # anchor 0: the red box
+        return rows, features
+
+
+def context_gated():
+    """Every object when its GC-like pooling finds the red; knocked out, the red ones are lost."""
+    return ModelSpec(ContextGated(), input_size=INPUT, resize="letterbox", normalize="none", task="detect",
+                     labels=LABELS)
+
+
+def context_gated_average():
+    """``context_gated`` pooling by plain average: the red objects never reported."""
+    return ModelSpec(ContextGated(average=True), input_size=INPUT, resize="letterbox", normalize="none", task="detect",
+                     labels=LABELS)
+
+
+class ContextClassifier(nn.Module):
+    """Two classes: "red" when the pooled context (``ContextPool``) is red, else "other"."""
+
+    def __init__(self, average: bool = False):
+        super().__init__()
+        self.pool = ContextPool(average)
+
+    def forward(self, x):
+        context = (self.pool(x) - x)[:, :, 0, 0]
+        return torch.stack([10 * (context[:, 0] - context[:, 2] - 0.5), torch.zeros(len(x))], 1)
+
+
+def context_classifier():
+    return ModelSpec(ContextClassifier(), input_size=INPUT, resize="letterbox", normalize="none", task="classify",
+                     labels=["red", "other"])
+
+
+def context_classifier_average():
+    return ModelSpec(ContextClassifier(average=True), input_size=INPUT, resize="letterbox", normalize="none",
+                     task="classify", labels=["red", "other"])

@@ -72,3 +72,41 @@ def test_a_detectors_change_lost_gained_and_kept_by_hand():
     assert [k["iou"] for k in change["kept"]] == [0.9, 0.81]
     assert [k["score_change"] for k in change["kept"]] == [round(0.5 - 0.9, 6), round(0.85 - 0.8, 6)]
     assert change["mean_score_change"] == round((0.5 - 0.9 + 0.85 - 0.8) / 2, 6)
+
+
+def test_eval_knockout_ranks_blocks_by_ap_change_equal_to_the_model_without_the_mask(tmp_path):
+    from tests.app.labelled_data import write_dataset
+
+    yaml, _ = write_dataset(tmp_path / "data")
+    full = attnlens.evaluate([("gated", "tests.app.colour_detectors:context_gated")], yaml, reference="none",
+                             knockout=True, out=tmp_path / "eval")
+    average = attnlens.evaluate([("average", "tests.app.colour_detectors:context_gated_average")], yaml,
+                                reference="none")["detection"]["average"]
+    entries = full["knockout"]["gated"]
+    assert [entry["block"] for entry in entries] == ["pool", "gc"]  # the block the answer relies on first
+    pool = entries[0]
+    before = full["detection"]["gated"]
+    assert pool["AP"] == average["AP"] == 0.5 and pool["AP50"] == average["AP50"]
+    assert pool["AP_change"]["mean"] == average["AP"] - before["AP"] == -0.5
+    low, high = pool["AP_change"]["ci95"]
+    assert low <= -0.5 <= high < 0
+    assert entries[1]["AP_change"]["mean"] == 0  # its own GC feeds nothing the boxes depend on
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "Knockout: how much each answer relies" in report and "-0.500" in report
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["knockout"] == full["knockout"]
+
+
+def test_eval_knockout_of_a_classifier_is_its_top1_agreement(tmp_path):
+    from tests.app.labelled_data import write_dataset
+
+    yaml, _ = write_dataset(tmp_path / "data")
+    summary = attnlens.evaluate([("red", "tests.app.colour_detectors:context_classifier")], yaml, reference="none",
+                                knockout=True)
+    (entry,) = summary["knockout"]["red"]
+    model = attnlens.load_model("tests.app.colour_detectors:context_classifier", device="cpu")
+    average = attnlens.load_model("tests.app.colour_detectors:context_classifier_average", device="cpu")
+    paths = sorted((tmp_path / "data" / "images" / "val").iterdir())
+    kept = [int(attnlens.analyze(model, path).predictions.argmax()) ==
+            int(attnlens.analyze(average, path).predictions.argmax()) for path in paths]
+    assert 0 < sum(kept) < len(kept)  # the mask decides some answers
+    assert entry["images"] == len(paths) and entry["top1_agreement"]["mean"] == sum(kept) / len(kept)
