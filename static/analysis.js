@@ -11,7 +11,8 @@ import { SIDES, redraw, state } from "./state.js";
 // labelled: { dataset, id } of a served dataset's image (its ground truth drawn on the cards), else null
 export async function analyze(blob, name = "image", labelled = null) {
   const ticket = ++state.ticket;
-  state.upload = { blob, name, labelled };
+  const upload = { blob, name, labelled };
+  state.upload = upload;
   document.body.classList.add("busy");
   $("#results").setAttribute("aria-busy", "true");
   setStatus(`Analysing ${name}${state.compare ? " with both models" : ""}…`, "busy");
@@ -29,6 +30,9 @@ export async function analyze(blob, name = "image", labelled = null) {
     if (ticket !== state.ticket) return; // a newer analysis was asked for meanwhile
     state.reports = reports;
     state.image = image;
+    state.shown = upload;
+    state.knockouts = []; // a knockout is of the answers shown: asked again for a new analysis
+    state.knockedOut = null;
     state.highlighted = state.hovered = null;
     state.allDetections = false;
     document.body.dataset.highlighted = document.body.dataset.hovered = "";

@@ -1,5 +1,5 @@
-// attnlens page: the API client: one analysis by one model (POST /api/v1/analyze with the page's options) and a
-// failed answer explained in words.
+// attnlens page: the API client: one analysis by one model (POST /api/v1/analyze with the page's options; include
+// values,maps for the cards, or knockout for "without its preference") and a failed answer explained in words.
 import { modelName, usesGradients } from "./models.js";
 import { state } from "./state.js";
 
@@ -20,20 +20,22 @@ export async function explain(response) {
   return `${lead}: ${detail}${retry ? ` (try again in ${retry} s)` : ""}.`;
 }
 
-function analyzeUrl(model) {
-  const params = new URLSearchParams({ include: "values,maps" });
-  if (state.reference) params.set("reference", state.reference);
-  if (usesGradients(state.reference) && model && model.task === "detect" && state.targetKind !== "class") {
+function analyzeUrl(model, include) {
+  const params = new URLSearchParams({ include });
+  const referenced = include !== "knockout"; // a knockout needs no reference map (its backward pass saved)
+  if (state.reference && referenced) params.set("reference", state.reference);
+  if (referenced && usesGradients(state.reference) && model && model.task === "detect" && state.targetKind !== "class") {
     params.set("target_kind", state.targetKind);
   }
   if (state.models.length > 1 && model) params.set("model", modelName(model));
   return `/api/v1/analyze?${params}`;
 }
 
-// one analysis by one model: of the upload, or of a served dataset's image by id (the answer adds ground_truth)
-export async function request(model, blob, name, labelled) {
+// one analysis by one model: of the upload, or of a served dataset's image by id (the answer adds ground_truth);
+// include: what the answer adds (values,maps: the cards' maps; knockout: each block's map made flat in turn)
+export async function request(model, blob, name, labelled, include = "values,maps") {
   const form = new FormData();
-  let url = analyzeUrl(model);
+  let url = analyzeUrl(model, include);
   if (labelled) url += `&${new URLSearchParams({ dataset: labelled.dataset, image: labelled.id })}`;
   else form.append("file", blob, name);
   const response = await fetch(url, { method: "POST", body: form });

@@ -1,10 +1,11 @@
 // attnlens page: what every card does (the base class of each card family): its element from #card-template,
 // layout on the canvas, the image with the map over it and the boxes, the legend, extra controls (head, channel),
-// clickable queries (pointer and keyboard), the PNG download.
+// clickable queries (pointer and keyboard), the PNG download, the "without its preference" button (knockout.js).
 import { rangeOf } from "./colours.js";
 import { chosenIn, drawDetections, drawGroundTruth, drawnIn } from "./detections.js";
 import { $, element, format, saveBlob } from "./dom.js";
 import { View } from "./geometry.js";
+import { knockoutHovered, lostOn, toggleKnockout } from "./knockout.js";
 import { modelName } from "./models.js";
 import { MARGIN, MAX_VIEW, SIDES, state } from "./state.js";
 
@@ -35,8 +36,19 @@ export class Card {
     $(".meaning", this.element).textContent = block.heatmap.meaning;
     $(".unit", this.element).textContent = block.heatmap.unit;
     $(".download-png", this.element).addEventListener("click", () => this.download());
+    this.knockoutShown = false;
+    this.knockoutEntry = null; // this block's entry of the side's include=knockout answer, once asked
+    this.knockoutButton = $(".knockout-toggle", this.element);
+    if (this.knockable()) {
+      this.knockoutButton.addEventListener("click", () => toggleKnockout(this));
+      for (const event of ["pointerenter", "focusin"]) this.element.addEventListener(event, () => knockoutHovered(this));
+    } else {
+      this.knockoutButton.remove();
+    }
     this.setup();
   }
+
+  knockable() { return this.side !== null; } // a block's card (not the reference's, not a difference)
 
   title() {
     const side = this.compare ? `${SIDES[this.side]} · ` : "";
@@ -84,10 +96,13 @@ export class Card {
     this.view.drawMap(context, grid, this.cellSize(), range, this.lut());
     this.overlay(context);
     const detections = this.detections();
-    const drawn = drawnIn(this.side, detections.length);
+    const lost = state.boxes === "none" ? [] : lostOn(this).filter((i) => i < detections.length);
+    const chosen = drawnIn(this.side, detections.length);
+    const drawn = [...chosen, ...lost.filter((i) => !chosen.includes(i))]; // and the lost ones, dashed
     const truth = this.side === null ? null : this.report.ground_truth;
     if (truth) this.element.dataset.groundTruth = JSON.stringify(drawGroundTruth(context, this.view, truth));
-    drawDetections(context, this.view, detections, drawn, chosenIn(this.side), truth);
+    drawDetections(context, this.view, detections, drawn, chosenIn(this.side), truth, new Set(lost));
+    this.element.dataset.lost = lost.join(",");
     const boxes = detections.map((d) => this.view.imageBox(d.box).map((v) => Math.round(v)));
     this.element.dataset.boxes = JSON.stringify(boxes); // every detection's box on this canvas, drawn or not
     this.element.dataset.drawn = drawn.join(",");

@@ -1,9 +1,10 @@
 // attnlens page: the answer panels (#answer-a, #answer-b: predictions, or detections with their buttons) and the
 // boxes on the cards: which detections each side draws (the hovered or clicked one, matched by overlap on the other
-// side, else the best few), a served dataset's ground truth and its matching colours, the colours' key.
+// side, else the best few), a served dataset's ground truth and its matching colours, the colours' key; the
+// detections lost without a block's preference (a card's knockout shown) struck out in the list, dashed on the card.
 import { $, element } from "./dom.js";
 import { modelName } from "./models.js";
-import { FEW, LISTED, MATCH_COLOURS, SIDES, redraw, state } from "./state.js";
+import { FEW, LISTED, LOST_COLOUR, MATCH_COLOURS, SIDES, redraw, state } from "./state.js";
 
 function overlap(a, b) {
   const w = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
@@ -55,8 +56,9 @@ export function drawGroundTruth(context, view, truth) {
 }
 
 // detections (boxes in original-image pixels) over a card's image: those drawn, the chosen one thicker, red;
-// with ground truth, true positives (matched to a labelled box) cyan and false positives magenta
-export function drawDetections(context, view, detections, drawn, chosen, truth = null) {
+// with ground truth, true positives (matched to a labelled box) cyan and false positives magenta; lost (a Set: those
+// the card's knockout loses) orange and dashed
+export function drawDetections(context, view, detections, drawn, chosen, truth = null, lost = new Set()) {
   const matched = truth ? new Set(truth.filter((g) => g.status === "found").map((g) => g.detection)) : null;
   context.save();
   context.font = "11px system-ui, sans-serif";
@@ -64,10 +66,12 @@ export function drawDetections(context, view, detections, drawn, chosen, truth =
     const detection = detections[i];
     const [x, y, w, h] = view.imageBox(detection.box);
     const highlighted = chosen === i;
-    const plain = !matched ? "#00ff7f" : matched.has(i) ? MATCH_COLOURS.tp : MATCH_COLOURS.fp;
+    const plain = lost.has(i) ? LOST_COLOUR : !matched ? "#00ff7f" : matched.has(i) ? MATCH_COLOURS.tp : MATCH_COLOURS.fp;
     context.strokeStyle = highlighted ? "#ff2d55" : plain;
-    context.lineWidth = highlighted ? 3 : 1.5;
+    context.lineWidth = highlighted ? 3 : lost.has(i) ? 2.5 : 1.5;
+    context.setLineDash(lost.has(i) ? [6, 4] : []);
     context.strokeRect(x, y, w, h);
+    context.setLineDash([]);
     if (highlighted || drawn.length <= FEW) {
       const text = `${detection.label} ${detection.score.toFixed(2)}`;
       const textWidth = context.measureText(text).width + 4;
@@ -113,6 +117,7 @@ export function showAnswer(report, side, model, compare) {
   if (report.task === "classify") {
     list.replaceChildren(...report.predictions.map((p) => scoreItem(p.label, p.score)));
     $(".more-detections", root).hidden = true;
+    markLost();
     return;
   }
   const detections = report.detections || [];
@@ -138,6 +143,7 @@ export function showAnswer(report, side, model, compare) {
   more.textContent = state.allDetections ? `show the first ${LISTED}` : `show all ${detections.length}`;
   list.classList.toggle("all", state.allDetections);
   markChosen();
+  markLost();
 }
 
 // a served dataset's image: how its labelled boxes and the detections matched, with the colours' key
@@ -169,6 +175,34 @@ function markChosen() {
     for (const button of document.querySelectorAll(`#answer-${SIDES[s].toLowerCase()} .detection`)) {
       button.classList.toggle("on", Number(button.dataset.index) === shown);
     }
+  });
+}
+
+// the detections lost without the block of the knockout shown (state.knockedOut) struck out in its side's list, and
+// a key saying so; the other lists unmarked
+export function markLost() {
+  const shown = state.knockedOut;
+  SIDES.forEach((name, s) => {
+    const root = $(`#answer-${name.toLowerCase()}`);
+    const change = shown && shown.side === s ? shown.entry.change : null;
+    const marks = Boolean(change && Array.isArray(change.lost));
+    const lost = new Set(marks ? change.lost : []);
+    for (const button of root.querySelectorAll(".detection")) {
+      const item = button.closest("li");
+      const gone = lost.has(Number(button.dataset.index));
+      item.classList.toggle("lost", gone);
+      const said = $(".lost-note", item);
+      if (gone && !said) item.append(Object.assign(element("span", " (lost without its preference)"),
+        { className: "lost-note visually-hidden" }));
+      if (!gone && said) said.remove();
+    }
+    const key = $(".knockout-key", root);
+    key.hidden = !marks;
+    root.dataset.lost = [...lost].join(",");
+    if (!marks) return;
+    key.replaceChildren(lost.size ? boxKey(LOST_COLOUR, "dashed", `struck out: lost without ${shown.block}'s preference`)
+      : `none lost without ${shown.block}'s preference`, lost.size ? ` (${lost.size} of ` +
+      `${(state.reports[s].detections || []).length}; dashed on its card)` : "");
   });
 }
 

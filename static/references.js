@@ -6,6 +6,7 @@ import { SIDES } from "./state.js";
 // the reference map (reference=METHOD): Grad-CAM, Grad-CAM++, LayerCAM or EigenCAM over the model input at the
 // finest of its layers, drawn like a block's
 export class ReferenceCard extends Card {
+  knockable() { return false; } // a map of the whole model, no block of it
   title() {
     const { method, layers, target } = this.block.reference;
     const side = this.compare ? `${SIDES[this.side]} · ` : "";

@@ -10,6 +10,8 @@ export const FEW = 5; // detections drawn on the cards when none is selected
 export const MATCH_COLOURS = { tp: "#00e5ff", fp: "#ff3df2", missed: "#ffffff" };
 // a dataset's labelled boxes before any model is asked (the Dataset view's thumbnails): none of the three above
 export const LABELLED_COLOUR = "#ffc400";
+// the detections lost without a block's preference (its knockout shown): dashed on its card, struck out in the list
+export const LOST_COLOUR = "#ff9f0a";
 
 export const state = {
   models: [], // GET /api/v1/models (or the one of GET /api/v1/model)
@@ -22,6 +24,9 @@ export const state = {
   opacity: 0.6,
   reports: [], // one /api/v1/analyze answer per side
   upload: null, // { blob, name } of the image shown, analysed again when the models change
+  shown: null, // the upload whose answers are shown (state.upload may be a newer one, still being analysed)
+  knockouts: [], // per side: the promise of its include=knockout list for the image shown, asked once, or null
+  knockedOut: null, // { side, block, entry } of the card whose knockout the lists mark (the last shown or hovered)
   ticket: 0, // the latest analysis; older answers are dropped
   image: null, // HTMLImageElement of the upload (upright, like the server's decoding)
   cards: [],
