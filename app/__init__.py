@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "analyze", "evaluate", "load_model"]
+__all__ = ["__version__", "analyze", "evaluate", "figure", "load_model"]
 
 
 def load_model(model: Any = None, **options: Any) -> LoadedModel:
@@ -69,6 +69,34 @@ def analyze(model: Any, image: Any, *, reference: str | None = None, target: int
     options = AnalyzeOptions(size=size, reference="gradcam" if gradcam else reference, target=target,
                              target_kind=target_kind, knockout=knockout)
     return Engine(loaded, precision).analysis(image, options)
+
+
+def figure(models: Any, images: Any, **options: Any):
+    """The paper figure (``attnlens figure``): ``models`` ``[(name, model)]`` (a model as ``load_model`` takes it),
+    ``images`` paths, bytes or PIL images (rows); options as ``attnlens.evaluation.paper.paper_figure`` takes them
+    (``maps``, ``reference``, ``width``, ``dpi``, ``font_size``, ``scale``, ``boxes``, ``row_labels``, ``colormap``,
+    ``titles``). Returns the matplotlib ``Figure`` (``attnlens.evaluation.paper.save_paper_figure`` writes it as the
+    command does)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .analysis.imaging import decode_image
+    from .evaluation.paper import PaperImage, paper_figure
+    from .models import LoadedModel
+
+    loaded = [(name, model if isinstance(model, LoadedModel) else load_model(model)) for name, model in models]
+    rows = []
+    for number, image in enumerate(images, 1):
+        label = Path(image).stem if isinstance(image, (str, Path)) else f"image {number}"
+        if isinstance(image, (str, Path)):
+            image = Path(image).read_bytes()
+        picture = decode_image(image) if isinstance(image, bytes) else image.convert("RGB") \
+            if isinstance(image, Image.Image) else None
+        if picture is None:
+            raise TypeError(f"images must be paths, bytes or PIL images, not {type(image).__name__}")
+        rows.append(PaperImage(picture, label))
+    return paper_figure(loaded, rows, **options)
 
 
 def evaluate(models: Any, data: Any, **options: Any) -> dict:

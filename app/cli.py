@@ -88,6 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--figure-boxes", type=int, default=None, metavar="N",
                          help="--figure draws the N best detections and says how many more (default 5)")
     _add_model_options(analyze)
+    figure = commands.add_parser(
+        "figure", help="the paper figure: images x models x maps in one grid, at a journal's width",
+        description="Rows are images; columns the image, then for each model each map (--maps: kinds gc, ca, acmix, "
+                    "dcn, spd, block ids, reference methods; default: every kind the models share, and --reference). "
+                    "One colour scale per map family across models and images, a colour bar each; heatmaps raster at "
+                    "--dpi, text and boxes vector, fonts TrueType in a PDF.")
+    figure.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files; with --data, the dataset's image ids (or files in it)")
+    figure.add_argument("--out", type=Path, required=True, help="FILE.pdf, FILE.svg or FILE.png")
+    figure.add_argument("--models", type=Path, metavar="FILE.toml",
+                        help="the models, as serve reads them (a table's title names its columns)")
+    figure.add_argument("--maps", default=None, metavar="LIST",
+                        help="comma-separated: kinds (gc,ca,acmix,dcn,spd), block ids, reference methods")
+    figure.add_argument("--reference", choices=REFERENCE_METHODS, default=None,
+                        help="a reference map column beside the blocks' (default: none)")
+    figure.add_argument("--width", default="page", help="inches, or column (3.5) or page (7.16, default)")
+    figure.add_argument("--dpi", type=int, default=300, help="the heatmaps' raster resolution (default 300)")
+    figure.add_argument("--font-size", type=float, default=7, help="points (default 7)")
+    figure.add_argument("--scale", choices=("shared", "per-panel"), default="shared",
+                        help="one colour scale per map family (default), or each panel its own (said in the figure)")
+    figure.add_argument("--boxes", type=int, default=0, metavar="N",
+                        help="detectors: draw each panel's N best detections (cyan / magenta against --data's boxes)")
+    figure.add_argument("--row-labels", action="store_true", help="name each row by its image")
+    figure.add_argument("--data", type=Path, default=None, help="a labelled dataset (YOLO data.yaml or COCO JSON): "
+                                                                 "IMAGE are its ids, its boxes drawn")
+    figure.add_argument("--data-images", type=Path, default=None, help="COCO: the folder of the images")
+    figure.add_argument("--data-split", default="val", help="YOLO: the split (default val)")
+    figure.add_argument("--colormap", default="inferno", help="matplotlib colormap (default: inferno)")
+    _add_model_options(figure, repeated=("model",))
     serve = commands.add_parser("serve", help="start the web server and JSON API",
                                 description="Start the web server. Every option can also be set with an environment "
                                             "variable ATTNLENS_<OPTION> (e.g. ATTNLENS_PORT=8080); flags win.")
@@ -368,6 +397,74 @@ def analyze(args: argparse.Namespace) -> int:
     if failures and len(args.images) > 1:
         print(f"attnlens: {failures} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def paper_figure(args: argparse.Namespace) -> int:
+    """``attnlens figure``: the grid of images x models x maps, written whole or not at all."""
+    from pydantic import ValidationError
+
+    from .analysis.imaging import ImageError
+    from .evaluation import DataError
+    from .evaluation.paper import FigureError, save_paper_figure
+    from .evaluation.paper import paper_figure as draw
+    from .models import ModelLoadError, load_model
+    from .models.boundary import ModelRunError
+    from .models.catalog import model_titles, models_to_serve
+
+    try:
+        if args.out.suffix.lower() not in (".pdf", ".svg", ".png"):
+            raise FigureError(f"--out must end in .pdf, .svg or .png, got {args.out.name!r}")
+        if args.dpi < 50 or args.dpi > 1200 or args.font_size <= 0 or args.boxes < 0:
+            raise FigureError("--dpi must be 50 to 1200, --font-size above 0, --boxes at least 0")
+        rows = _figure_rows(args)
+        base = _model_options(argparse.Namespace(**{**vars(args), "model": None}))
+        if args.models:
+            chosen = models_to_serve(base, args.models)
+            titles = model_titles(args.models)
+        else:
+            chosen = [(name, base.model_copy(update={"model": name})) for name in (args.model or [None])]
+            chosen = [(options.model or "efficientnet_lite0", options) for _, options in chosen]
+            titles = {}
+        models = [(name, load_model(options)) for name, options in chosen]
+        maps = [m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None
+        figure = draw(models, rows, maps, args.reference, args.width, args.dpi, args.font_size, args.scale,
+                      args.boxes, args.row_labels, args.colormap, titles)
+        save_paper_figure(figure, args.out, args.dpi)
+    except (FigureError, ModelLoadError, DataError, ImageError, ValidationError, ValueError, OSError) as error:
+        print(f"attnlens: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except ModelRunError as error:
+        print(f"attnlens: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({len(rows)} images x {len(models)} models)")
+    return 0
+
+
+def _figure_rows(args: argparse.Namespace) -> list:
+    """The figure's rows: each image decoded (with its labelled boxes when ``--data`` names a dataset)."""
+    from .analysis.imaging import ImageError, decode_image
+    from .evaluation import read_dataset
+    from .evaluation.browse import DatasetBrowser
+    from .evaluation.paper import PaperImage
+
+    browser = None
+    if args.data:
+        browser = DatasetBrowser(read_dataset(args.data, args.data_images, args.data_split))
+    rows = []
+    for name in args.images:
+        entry = browser.by_id.get(name) if browser else None
+        if browser is not None and entry is None:
+            entry = next((image for image in browser.dataset.images if name in (image.path.name, image.path.stem)), None)
+            if entry is None:
+                raise ValueError(f"{name}: no image of that id, file name or stem in {args.data}")
+        path = entry.path if entry else Path(name)
+        try:
+            image = decode_image(path.read_bytes())
+        except (OSError, ImageError) as error:
+            raise ValueError(f"{name}: {error}") from error
+        truth = browser.ground_truth(entry, image.size) if entry else None
+        rows.append(PaperImage(image, Path(name).stem if not entry else entry.id, truth))
+    return rows
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -671,6 +768,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(analyze(args))
     if args.command == "serve":
         sys.exit(serve(args))
+    if args.command == "figure":
+        sys.exit(paper_figure(args))
     if args.command == "train":
         sys.exit(train_blocks(args))
     if args.command == "eval":

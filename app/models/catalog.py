@@ -49,12 +49,15 @@ def read_models_file(path: str | Path, base: ModelOptions | None = None) -> list
         table = {key.replace("-", "_"): value for key, value in table.items()}
         table = {aliases.get(key, key): value for key, value in table.items()}  # gradcam_layer: reference_layers
         name = table.pop("name", None)
+        title = table.pop("title", "")  # a paper figure's column title (model_titles)
+        if not isinstance(title, str):
+            raise ModelLoadError(f"{path}: [[models]] table {number}: title must be a string")
         if not isinstance(name, str) or not name.strip():
             raise ModelLoadError(f"{path}: [[models]] table {number} needs a name")
         if name in dict(models):
             raise ModelLoadError(f"{path}: two models are named {name!r}")
         if unknown := set(table) - set(ModelOptions.model_fields):
-            raise ModelLoadError(f"{path}: model {name!r}: unknown keys {', '.join(sorted(unknown))} (known: name, "
+            raise ModelLoadError(f"{path}: model {name!r}: unknown keys {', '.join(sorted(unknown))} (known: name, title, "
                                  f"{', '.join(ModelOptions.model_fields)})")
         try:
             models.append((name, ModelOptions(**(inherited | table))))
@@ -74,3 +77,11 @@ def models_to_serve(options: ModelOptions, models_file: str | Path | None = None
     if options.model is not None:
         return [(options.model, options)]
     return [(name, options.model_copy(update={"model": name})) for name in DEFAULT_PAIR]
+
+
+def model_titles(path: str | Path) -> dict[str, str]:
+    """Each model's ``title`` in a models file (``attnlens figure``'s column titles), by name; read after
+    ``read_models_file`` checked the file."""
+    with open(path, "rb") as file:
+        tables = tomllib.load(file).get("models", [])
+    return {table["name"]: table["title"] for table in tables if isinstance(table, dict) and table.get("title")}
