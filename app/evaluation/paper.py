@@ -9,6 +9,7 @@ embedded as TrueType in a PDF. The maps of each model are computed once, batched
 """
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from attnlens.models.references import METHODS
 
 from .browse import match_detections
 
-__all__ = ["WIDTHS", "FigureError", "Panel", "PaperImage", "paper_figure", "save_paper_figure"]
+__all__ = ["FORMATS", "WIDTHS", "FigureError", "Panel", "PaperImage", "paper_figure", "paper_figure_bytes",
+           "save_paper_figure"]
 
 WIDTHS = {"column": 3.5, "page": 7.16}  # inches: IEEE's one column and two-column page
 SHORT = {"gc": "GC mask", "ca": "CA a_h x a_w", "acmix": "ACmix attention", "dcn": "DCN offsets", "spd": "SPD detail"}
@@ -263,17 +265,26 @@ def _colour_bars(figure: Figure, columns, shown, units, inches, height, left, ba
                            labelpad=1)
 
 
+FORMATS = ("pdf", "svg", "png")
+
+
+def paper_figure_bytes(figure: Figure, format: str = "pdf", dpi: int = 300) -> bytes:
+    """The figure as a PDF, SVG or PNG file's bytes, fonts embedded as TrueType, SVG text kept as text."""
+    if format not in FORMATS:
+        raise FigureError(f"the figure's format must be one of {', '.join(FORMATS)}, got {format!r}")
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}):
+        figure.savefig(buffer, dpi=dpi, format=format)
+    return buffer.getvalue()
+
+
 def save_paper_figure(figure: Figure, path: str | Path, dpi: int = 300) -> Path:
-    """Write the figure (.pdf, .svg or .png by extension) with fonts embedded as TrueType and SVG text as text; the
-    file appears whole or not at all."""
+    """Write the figure (.pdf, .svg or .png by extension); the file appears whole or not at all."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".pdf", ".svg", ".png"):
-        raise FigureError(f"--out must end in .pdf, .svg or .png, got {path.name!r}")
+    data = paper_figure_bytes(figure, path.suffix.lower().lstrip("."), dpi)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}):
-            figure.savefig(partial, dpi=dpi, format=suffix[1:])
+        partial.write_bytes(data)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -79,6 +79,56 @@ def colormaps() -> Colormaps:
     return Colormaps(colormaps={name: colormap_lut(name).tolist() for name in COLORMAP_CHOICES})
 
 
+FIGURE_MEDIA_TYPES = {"pdf": "application/pdf", "svg": "image/svg+xml", "png": "image/png"}
+FIGURE_IMAGES = 8  # images one figure takes
+
+
+@api.post("/figure", response_class=Response,
+          responses=ERRORS | {200: {"content": {kind: {} for kind in FIGURE_MEDIA_TYPES.values()},
+                                    "description": "the paper figure (attnlens figure) as a PDF, SVG or PNG file"}})
+async def figure(
+    service: ReadyService,
+    files: Annotated[list[UploadFile], File(description=f"the images, one row each (at most {FIGURE_IMAGES})")],
+    model: Annotated[list[str], Query(description="the models, one column group each, in order (repeat; default: "
+                                                  "the first model)")] = [],  # noqa: B006
+    maps: Annotated[str | None, Query(description="comma-separated map columns: kinds (gc, ca, acmix, dcn, spd), "
+                                                  "block ids, reference methods; default: every kind the models "
+                                                  "share")] = None,
+    reference: Annotated[str | None, Query(description="a reference map column: " + ", ".join(METHODS))] = None,
+    width: Annotated[str, Query(description="inches, or column (3.5) or page (7.16)")] = "page",
+    scale: Annotated[str, Query(description="shared (one colour scale per map family) or per-panel")] = "shared",
+    format: Annotated[str, Query(description="pdf, svg or png")] = "pdf",
+    dpi: Annotated[int, Query(ge=50, le=600, description="the heatmaps' raster resolution")] = 300,
+):
+    """The paper figure of uploaded images (rows) x the served models x their maps, as ``attnlens figure`` draws
+    it: one colour scale per map family, at a journal's width."""
+    from attnlens.analysis.imaging import decode_image
+    from attnlens.evaluation.paper import FigureError, PaperImage, paper_figure, paper_figure_bytes
+
+    if format not in FIGURE_MEDIA_TYPES:
+        raise HTTPException(400, f"format must be one of {', '.join(FIGURE_MEDIA_TYPES)}; got {format!r}")
+    if not 1 <= len(files) <= FIGURE_IMAGES:
+        raise HTTPException(400, f"a figure takes 1 to {FIGURE_IMAGES} images; got {len(files)}")
+    if reference is not None and reference not in METHODS:
+        raise HTTPException(400, f"reference must be one of {', '.join(METHODS)}; got {reference!r}")
+    served = [service.get(name) for name in dict.fromkeys(model)] or [service.get(None)]
+    with service.admission.slot(service.retry_after_s()):
+        rows = []
+        for upload in files:
+            data = await upload.read()
+            image = await run_in_threadpool(decode_image, data, service.settings.max_pixels)
+            rows.append(PaperImage(image, (upload.filename or "image").rsplit(".", 1)[0]))
+        chosen = [m.strip() for m in maps.split(",") if m.strip()] if maps else None
+        try:
+            drawn = await run_in_threadpool(paper_figure, [(s.name, s.model) for s in served], rows, chosen, reference,
+                                            width, dpi, 7, scale)
+            content = await run_in_threadpool(paper_figure_bytes, drawn, format, dpi)
+        except FigureError as error:
+            raise HTTPException(400, str(error)) from None
+    return Response(content, media_type=FIGURE_MEDIA_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="attnlens-figure.{format}"'})
+
+
 @api.post("/analyze", response_model=AnalysisResult, response_model_exclude_none=True,
           responses=ERRORS | {200: {"content": {NPZ_MEDIA_TYPE: {}}, "description": "the report as JSON, or with "
                                     "format=npz every map as a numpy array and the JSON report as `report`"}})

@@ -135,3 +135,24 @@ def test_a_models_file_titles_the_columns(tmp_path):
     assert done.returncode == 0, done.stderr
     svg = out.read_text()
     assert "Ours (GC+CA)" in svg and ">b<" in svg.replace(" ", "")
+
+
+def test_the_server_draws_the_figure_of_uploads_and_says_what_is_wrong(photos):
+    import io
+
+    from tests.app.test_api import client_for
+
+    with client_for() as client:
+        names = [m["name"] for m in client.get("/api/v1/models").json()["models"]]
+        files = [("files", ("cat.jpg", photos["cat"], "image/jpeg")), ("files", ("cup.jpg", photos["espresso"],
+                                                                                  "image/jpeg"))]
+        answer = client.post("/api/v1/figure", params={"model": names[:2], "maps": "gc,ca"}, files=files)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/pdf"
+        page = pypdf.PdfReader(io.BytesIO(answer.content)).pages[0]
+        assert abs(float(page.mediabox.width) / 72 - 7.16) < 0.01 and len(page.images) == 2 * (1 + 2 * 2)
+        assert all(name in page.extract_text() for name in names[:2])
+        wrong = client.post("/api/v1/figure", params={"maps": "nope"}, files=files[:1])
+        assert wrong.status_code == 400 and "unknown map" in wrong.json()["detail"]
+        png = client.post("/api/v1/figure", params={"format": "png", "width": "column", "maps": "gc"}, files=files[:1])
+        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size[0] == round(3.5 * 300)
