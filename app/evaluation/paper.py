@@ -173,62 +173,72 @@ def paper_figure(models: Sequence[tuple[str, LoadedModel]], images: Sequence[Pap
 
 
 def _draw(models, images, columns, panels, inches, dpi, font_size, scale, row_labels, colormap, titles) -> Figure:
+    """The grid on one canvas (coordinates in inches, so panels line up exactly): each panel the image and its map
+    as two rasters at ``dpi``'s pixel size, the text and boxes vector."""
     count = 1 + len(models) * len(columns)
     gap, left = 0.02, (0.32 if row_labels else 0.04)
-    top = 2.6 * font_size / 72 + 0.04
+    top = 3.0 * font_size / 72 + 0.06
     bar = 0.12 + 2.4 * font_size / 72
     panel = (inches - left - 0.04 - gap * (count - 1)) / count
     heights = [panel * row.image.height / row.image.width for row in images]
     height = top + sum(heights) + gap * (len(images) - 1) + bar + 0.06
     figure = Figure(figsize=(inches, height), dpi=dpi)
+    canvas = figure.add_axes((0, 0, 1, 1))
+    canvas.set_xlim(0, inches)
+    canvas.set_ylim(0, height)
+    canvas.set_axis_off()
     ranges = {}
     for c, column in enumerate(columns):
         values = [p[r][c].values for p in panels.values() for r in range(len(images)) if p[r][c].values is not None]
         ranges[column] = (min(float(np.nanmin(v)) for v in values), max(float(np.nanmax(v)) for v in values)) \
             if values else (0.0, 1.0)
     shown: dict[str, Any] = {}
+    text = {"fontsize": font_size, "ha": "center"}
     y = height - top
     for r, row in enumerate(images):
         y -= heights[r]
+        size = (max(1, round(panel * dpi)), max(1, round(heights[r] * dpi)))  # the panel in raster pixels
+        photo = np.asarray(row.image.resize(size, Image.LANCZOS))
+        scale_box = (panel / row.image.width, heights[r] / row.image.height)  # image pixels -> inches
         for k in range(count):
             x = left + k * (panel + gap)
-            axis = figure.add_axes((x / inches, y / height, panel / inches, heights[r] / height))
-            axis.set_axis_off()
-            extent = (0, row.image.width, row.image.height, 0)
+            extent = (x, x + panel, y, y + heights[r])
+            if r == 0:
+                canvas.text(x + panel / 2, y + heights[r] + 0.02, "image" if k == 0 else _short(columns[(k - 1) %
+                            len(columns)]), va="bottom", **text)
             if k == 0:
-                axis.imshow(row.image, extent=extent, interpolation="bilinear")
+                canvas.imshow(photo, extent=extent, interpolation="none")
                 for box in row.truth or ():
-                    _box(axis, box["box"], BOX_COLOURS["plain"], False)
-                if r == 0:
-                    axis.set_title("image", fontsize=font_size, pad=2)
+                    _box(canvas, box["box"], (x, y + heights[r]), scale_box, BOX_COLOURS["plain"], False)
                 if row_labels:
-                    axis.text(-0.04, 0.5, row.label, transform=axis.transAxes, rotation=90, ha="right", va="center",
-                              fontsize=font_size)
+                    canvas.text(x - 0.03, y + heights[r] / 2, row.label, rotation=90, fontsize=font_size, ha="right",
+                                va="center")
                 continue
             m, c = divmod(k - 1, len(columns))
             name = models[m][0]
             cell = panels[name][r][c]
             column = columns[c]
-            if r == 0:
-                axis.set_title(_short(column), fontsize=font_size, pad=2)
-                if c == 0:  # the model's title over its columns
-                    span = len(columns) * panel + (len(columns) - 1) * gap
-                    figure.text((x + span / 2) / inches, (height - 0.03) / height, titles.get(name, name),
-                                ha="center", va="top", fontsize=font_size, fontweight="bold")
+            if r == 0 and c == 0:  # the model's title over its columns
+                span = len(columns) * panel + (len(columns) - 1) * gap
+                canvas.text(x + span / 2, height - 0.03, titles.get(name, name), va="top", **text)  # one font: embedded once
             if cell.values is None:
-                axis.add_patch(Rectangle((0, 0), 1, 1, transform=axis.transAxes, facecolor="#eeeeee", edgecolor="none"))
+                canvas.add_patch(Rectangle((x, y), panel, heights[r], facecolor="#eeeeee", edgecolor="none"))
                 per_line = max(8, int(panel * 72 / (0.55 * font_size * 0.85)))
-                axis.text(0.5, 0.5, "\n".join(textwrap.wrap(cell.missing, per_line, break_long_words=True)),
-                          transform=axis.transAxes, ha="center", va="center", fontsize=font_size * 0.85)
+                canvas.text(x + panel / 2, y + heights[r] / 2,
+                            "\n".join(textwrap.wrap(cell.missing, per_line, break_long_words=True)),
+                            va="center", fontsize=font_size * 0.85, ha="center")
                 continue
             low, high = ranges[column] if scale == "shared" else (float(np.nanmin(cell.values)),
                                                                    float(np.nanmax(cell.values)))
-            axis.imshow(row.image, extent=extent, interpolation="bilinear")
-            shown[column] = axis.imshow(cell.values, extent=extent, cmap=colormap, alpha=0.6, vmin=low,
-                                        vmax=high if high > low else low + 1e-12, interpolation="bilinear")
+            values = np.asarray(Image.fromarray(cell.values.astype(np.float32)).resize(size, Image.BILINEAR))
+            canvas.imshow(photo, extent=extent, interpolation="none")
+            shown[column] = canvas.imshow(values, extent=extent, cmap=colormap, alpha=0.6, vmin=low,
+                                          vmax=high if high > low else low + 1e-12, interpolation="none")
             for box, colour, dashed in cell.boxes:
-                _box(axis, box, colour, dashed)
+                _box(canvas, box, (x, y + heights[r]), scale_box, colour, dashed)
         y -= gap
+    canvas.set_xlim(0, inches)  # imshow sets the limits to its last image
+    canvas.set_ylim(0, height)
     units = {column: next((p[r][c].unit for p in panels.values() for r in range(len(images)) if p[r][c].unit), "")
              for c, column in enumerate(columns)}
     _colour_bars(figure, columns, shown, units, inches, height, left, bar, font_size, scale)
@@ -239,10 +249,14 @@ def _short(column: str) -> str:
     return SHORT.get(column, METHODS[column].title if column in METHODS else column)
 
 
-def _box(axis, box: list[float], colour: str, dashed: bool) -> None:
+def _box(canvas, box: list[float], corner: tuple[float, float], scale: tuple[float, float], colour: str,
+         dashed: bool) -> None:
+    """A box in image pixels drawn on the panel whose top left corner is ``corner`` (inches)."""
     x0, y0, x1, y1 = box
-    axis.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=0.8,
-                             linestyle="--" if dashed else "-"))
+    left, top = corner
+    canvas.add_patch(Rectangle((left + x0 * scale[0], top - y1 * scale[1]), (x1 - x0) * scale[0],
+                               (y1 - y0) * scale[1], fill=False, edgecolor=colour, linewidth=0.8,
+                               linestyle="--" if dashed else "-"))
 
 
 def _colour_bars(figure: Figure, columns, shown, units, inches, height, left, bar, font_size, scale) -> None:
@@ -261,8 +275,8 @@ def _colour_bars(figure: Figure, columns, shown, units, inches, height, left, ba
         colorbar = figure.colorbar(shown[column], cax=axis, orientation="horizontal")
         colorbar.solids.set_rasterized(False)  # vector: the only rasters are the panels
         colorbar.ax.tick_params(labelsize=font_size * 0.8, length=2, pad=1)
-        colorbar.set_label(f"{_short(column)} ({units[column]}), one scale for all panels", fontsize=font_size * 0.8,
-                           labelpad=1)
+        colorbar.set_label(f"{_short(column)} ({units[column]})" + (", all panels" if len(families) < 3 else ""),
+                           fontsize=font_size * 0.8, labelpad=1)
 
 
 FORMATS = ("pdf", "svg", "png")
@@ -273,7 +287,9 @@ def paper_figure_bytes(figure: Figure, format: str = "pdf", dpi: int = 300) -> b
     if format not in FORMATS:
         raise FigureError(f"the figure's format must be one of {', '.join(FORMATS)}, got {format!r}")
     buffer = io.BytesIO()
-    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}):
+    # every panel's rasters their own (not composited into one image of the whole canvas)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
+                                "image.composite_image": False}):
         figure.savefig(buffer, dpi=dpi, format=format)
     return buffer.getvalue()
 

@@ -30,7 +30,8 @@ def test_a_pdf_at_page_width_with_every_panel_a_raster_and_the_names_as_text(tmp
     assert done.returncode == 0, done.stderr
     page = pypdf.PdfReader(out).pages[0]
     assert abs(float(page.mediabox.width) / 72 - 7.16) < 0.01
-    assert len(page.images) == 2 * (1 + 2 * 2)  # rows x (the image + models x maps): colour bars are vector
+    # each panel its rasters (the image, and over it the map): rows x (1 + models x maps x 2); colour bars are vector
+    assert len(page.images) == 2 * (1 + 2 * 2 * 2)
     text = page.extract_text()
     for name in ("efficientnet_lite0", "efficientnet_lite0_untrained", "GC mask", "CA a_h x a_w", "image"):
         assert name in text
@@ -150,7 +151,7 @@ def test_the_server_draws_the_figure_of_uploads_and_says_what_is_wrong(photos):
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "application/pdf"
         page = pypdf.PdfReader(io.BytesIO(answer.content)).pages[0]
-        assert abs(float(page.mediabox.width) / 72 - 7.16) < 0.01 and len(page.images) == 2 * (1 + 2 * 2)
+        assert abs(float(page.mediabox.width) / 72 - 7.16) < 0.01 and len(page.images) == 2 * (1 + 2 * 2 * 2)
         assert all(name in page.extract_text() for name in names[:2])
         wrong = client.post("/api/v1/figure", params={"maps": "nope"}, files=files[:1])
         assert wrong.status_code == 400 and "unknown map" in wrong.json()["detail"]
