@@ -3,11 +3,12 @@
 // (include=values,maps), so clicks, hovers, colormap and opacity changes never go back to the server. With "Compare
 // with", one image is analysed by two models and the cards of the same block are shown side by side, on one colour
 // range, with their difference; clicks act on both sides. Here: the controls and the ways in of an image wired to
-// the analysis, then the Dataset view started.
+// the analysis (and the downloads: JSON, the paper figure), then the Dataset view started.
 import { analyze, reanalyze } from "./analysis.js";
 import { initDatasets } from "./dataset.js";
 import { toggleAllDetections } from "./detections.js";
 import { $, saveBlob, setStatus } from "./dom.js";
+import { downloadFigure } from "./figure.js";
 import { describeModels, loadModels, modelNamed, offerModels } from "./models.js";
 import { redraw, state } from "./state.js";
 
@@ -67,6 +68,7 @@ async function init() {
     const body = state.reports.length > 1 ? state.reports : state.reports[0];
     saveBlob(new Blob([JSON.stringify(body)], { type: "application/json" }), "attnlens.json");
   });
+  $("#download-figure").addEventListener("click", downloadFigure);
   let resizeTimer;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(redraw, 150); });
   document.body.dataset.ready = "true";
