@@ -160,7 +160,7 @@ def test_load_failure_is_reported(photos):
 def test_page_and_openapi(client):
     page = client.get("/")
     assert page.status_code == 200 and "efficientnet_lite0" in page.text
-    for asset in ("/static/attnlens.js", "/static/attnlens.css", "/static/samples/cat.jpg"):
+    for asset in ("/static/page.js", "/static/attnlens.css", "/static/samples/cat.jpg"):
         assert asset in page.text and client.get(asset).status_code == 200
     schema = client.get("/openapi.json").json()
     analyze = schema["paths"]["/api/v1/analyze"]["post"]
@@ -190,11 +190,11 @@ def test_out_of_memory_is_503_and_the_server_recovers(client, photos, monkeypatc
     real_run = engine.run
     calls = []
 
-    def run_once_out_of_memory(batch, references=None):
+    def run_once_out_of_memory(batch, references=None, **options):
         calls.append(1)
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_run(batch, references)
+        return real_run(batch, references, **options)
 
     monkeypatch.setattr(engine, "run", run_once_out_of_memory)
     response = post(client, photos["cat"])
@@ -208,9 +208,9 @@ def test_a_request_that_runs_too_long_is_cut_off(photos, monkeypatch):
         engine = client.app.state.service.get(None).engine
         real_run = engine.run
 
-        def slow_run(batch, references=None):
+        def slow_run(batch, references=None, **options):
             time.sleep(0.5)
-            return real_run(batch, references)
+            return real_run(batch, references, **options)
 
         monkeypatch.setattr(engine, "run", slow_run)
         response = post(client, photos["cat"])
