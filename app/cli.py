@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "auto (the running one, or RAY_ADDRESS's) or its address; alone: auto where RAY_ADDRESS "
                                "is set, else local. The workers import your model code from this folder, shipped to "
                                "them; the dataset must be on a disk they share")
+    evaluate.add_argument("--ray-stall-s", type=float, default=None, metavar="S",
+                          help="with --ray: no batch finished for this long (a lost node, a hung model) ends the run "
+                               "with what Ray reports, what was scored kept in --out, exit 1 (default 300)")
     evaluate.add_argument("--ray-actors", type=_positive, default=None, metavar="N",
                           help="with --ray: model actors (default: one per GPU in the cluster, else one)")
     evaluate.add_argument("--blocks", type=Path, help="composites: trained block weights (default: the shipped ones)")
@@ -560,6 +563,8 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
     try:
         if args.ray_actors and not args.ray:
             raise ValueError("--ray-actors goes with --ray")
+        if args.ray_stall_s is not None and (not args.ray or args.ray_stall_s <= 0):
+            raise ValueError("--ray-stall-s goes with --ray and must be above 0")
         if args.ray:
             from .evaluation.distributed import ray_module
 
@@ -578,10 +583,12 @@ def evaluate_dataset(args: argparse.Namespace) -> int:
                            args.batch_size, args.workers, args.seed,
                            progress=lambda total: tqdm(total=total, desc="scoring", unit="image", file=sys.stderr),
                            ray=args.ray, ray_actors=args.ray_actors, ap_conf=args.ap_conf, ap_max_det=args.ap_max_det,
-                           knockout=args.knockout)
+                           knockout=args.knockout, ray_stall_s=args.ray_stall_s)
     except (ModelLoadError, DataError, ValidationError, ValueError) as error:
-        print(f"attnlens: {_one_line(error)}", file=sys.stderr)
-        return 2
+        stalled = type(error).__name__ == "RayStall"  # what was scored is summarised, and written with --out
+        kept = f"; what was scored is in {args.out}" if stalled and args.out else ""
+        print(f"attnlens: {_one_line(error)}{kept}", file=sys.stderr)
+        return 1 if stalled else 2
     if skipped := summary["dataset"]["skipped"]:
         print(f"attnlens: warning: {_skipped_line(skipped)}; all are in the summary", file=sys.stderr)
     if args.json:

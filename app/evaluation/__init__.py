@@ -27,7 +27,7 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
              reference: str | Sequence[str] = "gradcam", out: str | Path | None = None, batch_size: int = 8,
              workers: int = 0, seed: int = 0, progress: Callable[[int], Any] | None = None, ray: str | bool | None = None,
              ray_actors: int | None = None, ap_conf: float = AP_CONF, ap_max_det: int = AP_MAX_DET,
-             knockout: bool = False) -> dict:
+             knockout: bool = False, ray_stall_s: float | None = None) -> dict:
     """The summary (``summary.json``'s content) of ``models`` (``(name, LoadedModel)`` pairs, or ``(name,
     what load_model takes)``) on a dataset (a YOLO ``data.yaml``, a COCO JSON with its ``images`` folder, or a
     ``Dataset``). ``reference``: reference methods scored beside the blocks (``gradcam``, ``gradcam++``,
@@ -39,7 +39,9 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
     threshold and the cap per image of the detections a detector's AP is computed from (its own ``conf`` and
     ``max_det`` decide found / missed, as ``analyze`` shows them). ``knockout``: each block of each model knocked
     out too (its map made flat, one forward per block and batch): per block, the change of AP (detectors) or the
-    top-1 agreement with the full model (classifiers), with paired bootstrap intervals, in ``knockout``."""
+    top-1 agreement with the full model (classifiers), with paired bootstrap intervals, in ``knockout``.
+    ``ray_stall_s``: with ray, no batch finished for this long ends the run (default 300 s): what was scored is
+    summarised (and written) with ``incomplete`` saying so, then ``RayStall`` is raised."""
     from attnlens.models import LoadedModel, load_model
     from attnlens.models.references import METHODS
 
@@ -66,10 +68,15 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
                          f"ap_max_det) at least 1; got {ap_conf} and {ap_max_det}")
     methods = tuple(dict.fromkeys(methods))
     ap = (ap_conf, ap_max_det)
+    stalled = None
     if on_ray:
-        from .distributed import evaluate_on_ray
+        from .distributed import STALL_S, RayStall, evaluate_on_ray
 
-        total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress, ap, knockout)
+        try:
+            total = evaluate_on_ray(loaded, dataset, methods, batch_size, ray, ray_actors, progress, ap, knockout,
+                                    STALL_S if ray_stall_s is None else ray_stall_s)
+        except RayStall as stall:
+            total, stalled = stall.partial, stall
     else:
         total = evaluate_dataset(loaded, dataset, methods, batch_size, workers, progress, ap, knockout)
     scores, kept, skipped = total.scores, total.kept, total.skipped
@@ -89,8 +96,12 @@ def evaluate(models: Sequence[tuple[str, Any]], data: str | Path | Dataset, imag
         summary["detection"] = detection.summary
     if knockout:
         summary["knockout"] = detection.knockout | knockout_agreement(total, loaded, seed)
+    if stalled is not None:
+        summary["incomplete"] = f"{stalled}: this summary covers the {stalled.done} batches scored"
     if out is not None:
         from .outputs import write_outputs
 
         write_outputs(Path(out), summary, scores, kept, detection)
+    if stalled is not None:
+        raise stalled
     return summary

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -35,12 +37,22 @@ CONNECT_TIMEOUT_S = 5
 # an HTTP/2 client's preface and an empty SETTINGS frame: a gRPC server (a Ray cluster's GCS) answers with its own
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 PREFLIGHT_TIMEOUT_S = 120  # for the workers to import and load every model once, before the run
+STALL_S = 300.0  # --ray-stall-s: no batch finished for this long (a lost node, a hung model) ends the run
 SHIPPED_EXCLUDES = ["venv", "__pycache__", "*.pt", "*.pth", "*.safetensors", "runs", "build", "dist",
                     "e2e-screenshots"]  # besides what .gitignore and Ray leave out (.git, .venv)
 
 
 class RayError(DataError):
     """Ray is missing, the cluster cannot be reached, or the workers cannot load a model: one line."""
+
+
+class RayStall(RayError):
+    """No batch finished for the stall limit: what Ray reports, in one line; ``partial``: the batches scored
+    before (``BatchScores``), ``done`` of ``total`` batches."""
+
+    def __init__(self, message: str, partial: BatchScores, done: int, total: int):
+        super().__init__(message)
+        self.partial, self.done, self.total = partial, done, total
 
 
 def ray_module():
@@ -209,12 +221,13 @@ def _placement(ray, actors: int | None, local: bool) -> _Placement:
 def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, references: Sequence[str],
                     batch_size: int, address: str | bool = True, actors: int | None = None,
                     progress: Callable[[int], Any] | None = None,
-                    ap: tuple[float, int] = (AP_CONF, AP_MAX_DET), knockout: bool = False) -> BatchScores:
+                    ap: tuple[float, int] = (AP_CONF, AP_MAX_DET), knockout: bool = False,
+                    stall_s: float = STALL_S) -> BatchScores:
     """``run.evaluate_dataset``'s results, computed on a Ray cluster. ``models``: loaded here (their input recipes
     plan the batches); the workers load them again from their ``options``. ``address``: ``local``, ``auto``, a
     cluster's, or ``True`` (``auto`` where ``RAY_ADDRESS`` is set, else ``local``); ``actors``: the pool's size
-    (default: one per GPU, else one). ``RayError`` in one line for what does not work; the cluster this started
-    is always shut down."""
+    (default: one per GPU, else one). ``RayError`` in one line for what does not work; ``RayStall`` (with what was
+    scored) when no batch finishes for ``stall_s`` seconds; the cluster this started is always shut down."""
     ray = ray_module()
     if ray.is_initialized():
         raise RayError("Ray is already initialised in this process: attnlens connects by itself (--ray ADDRESS)")
@@ -247,17 +260,72 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
         bar = progress(len(images)) if progress else None
         parts: dict[int, BatchScores] = {}
         try:
-            for row in stream.iter_rows():
+            for row in _watched(stream, stall_s):
+                if row is None:  # nothing finished for stall_s
+                    raise RayStall(_stalled(ray, stall_s, len(parts), len(plan)), _in_order(parts, len(plan)),
+                                   len(parts), len(plan))
                 number = int(row["batch"])
                 parts[number] = pickle.loads(row["scores"])
                 if bar is not None:
                     bar.update(len(plan[number]))
+        except RayStall:
+            raise
         except Exception as error:  # noqa: BLE001 - a worker died, or the user's model raised outside its batch
             raise RayError(f"the Ray run failed: {_first_line(error)}") from error
         finally:
             if bar is not None:
                 bar.close()
+    return _in_order(parts, len(plan))
+
+
+def _in_order(parts: dict[int, BatchScores], batches: int) -> BatchScores:
+    """The batches scored, added in plan order (the local run's order); those missing left out."""
     total = BatchScores()
-    for number in range(len(plan)):  # in plan order: the local run's order
-        total.add(parts[number])
+    for number in range(batches):
+        if number in parts:
+            total.add(parts[number])
     return total
+
+
+def _watched(stream, stall_s: float):
+    """The stream's rows, read on a thread of their own; None when none came for ``stall_s`` seconds (Ray Data
+    itself waits forever for an actor that cannot start)."""
+    rows: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for row in stream.iter_rows():
+                rows.put(("row", row))
+            rows.put(("done", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the driver's thread
+            rows.put(("error", error))
+
+    threading.Thread(target=pump, name="attnlens-ray-rows", daemon=True).start()
+    while True:
+        try:
+            kind, value = rows.get(timeout=stall_s)
+        except queue.Empty:
+            yield None
+            return
+        if kind == "done":
+            return
+        if kind == "error":
+            raise value
+        yield value
+
+
+def _stalled(ray, stall_s: float, done: int, total: int) -> str:
+    """The stall in one line: how far the run got and what Ray reports of its nodes and free resources."""
+    said = f"no batch finished for {stall_s:g} s ({done} of {total} batches scored; the run is stopped)"
+    try:
+        nodes = ray.nodes()
+        alive = sum(bool(node.get("Alive")) for node in nodes)
+        free, whole = ray.available_resources(), ray.cluster_resources()
+        resources = ", ".join(f"{name} {free.get(name, 0):g} of {whole[name]:g} free" for name in ("CPU", "GPU")
+                              if name in whole)
+        said += f": Ray reports {alive} of {len(nodes)} nodes alive, {resources}"
+        if alive < len(nodes):
+            said += " (a node was lost: its actors wait for resources it held)"
+    except Exception:  # noqa: BLE001 - Ray's own state unreadable: the stall alone is said
+        pass
+    return said

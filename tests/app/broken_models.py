@@ -1,6 +1,7 @@
 """Users' models that fail, lie or print after they load, as people write them (for ``--model
 tests.app.broken_models:NAME``): each passes the loader's probe (a square 224 image) and then misbehaves."""
 import sys
+import time
 
 import torch
 from torch import nn
@@ -219,3 +220,17 @@ def nan_in_a_block():
 
     return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), NanAtCorner(), CA(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(8, 10))
+
+
+class HangsOnBatches(Classifier):
+    """Loads and probes (one image at a time), then never finishes a batch of several images: a hung model on a
+    worker, as a lost node leaves the run."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            time.sleep(3600)
+        return super().forward(x)
+
+
+def hangs_on_batches():
+    return HangsOnBatches()
