@@ -233,3 +233,28 @@ def test_a_run_that_stops_moving_ends_in_one_line_and_keeps_what_was_scored(data
     assert time.monotonic() - started < 200
     time.sleep(1)
     assert not ray_daemons() - before, "the cluster --ray local started is still running"
+
+
+def close(a, b, tolerance: float = 1e-5) -> bool:
+    """Whether two JSON values are equal, their numbers within ``tolerance`` relative (absolute near zero)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close(x, y, tolerance) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            abs(a - b) <= tolerance * max(abs(a), abs(b), 1e-3)
+    return a == b
+
+
+def test_more_actors_give_the_local_summary_within_the_stated_tolerance(dataset, tmp_path, ray_tmpdir):
+    """Actors share the CPUs differently (each its own torch threads), which moves the last float bits: the README
+    states 1e-5 relative; the summary is a local run's within it."""
+    common = ["eval", "--data", dataset, "--model", MODELS[1], "--device", "cpu", "--batch-size", "2", "--reference",
+              "eigencam"]
+    local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    spread = attnlens(*common, "--ray", "local", "--ray-actors", "2", "--out", tmp_path / "ray", tmpdir=ray_tmpdir)
+    assert spread.returncode == 0, spread.stderr
+    ours, theirs = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("ray", "local"))
+    assert close(ours, theirs)
