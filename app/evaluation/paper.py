@@ -19,6 +19,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -37,6 +39,7 @@ __all__ = ["FORMATS", "WIDTHS", "FigureError", "Panel", "PaperImage", "paper_fig
 
 WIDTHS = {"column": 3.5, "page": 7.16}  # inches: IEEE's one column and two-column page
 SHORT = {"gc": "GC mask", "ca": "CA a_h x a_w", "acmix": "ACmix attention", "dcn": "DCN offsets", "spd": "SPD detail"}
+OPACITY = 0.6  # of the map over the image, as the page's default
 BOX_COLOURS = {"tp": "#00e5ff", "fp": "#ff3df2", "missed": "#ffffff", "plain": "#00ff7f"}  # as the page draws them
 
 
@@ -173,8 +176,9 @@ def paper_figure(models: Sequence[tuple[str, LoadedModel]], images: Sequence[Pap
 
 
 def _draw(models, images, columns, panels, inches, dpi, font_size, scale, row_labels, colormap, titles) -> Figure:
-    """The grid on one canvas (coordinates in inches, so panels line up exactly): each panel the image and its map
-    as two rasters at ``dpi``'s pixel size, the text and boxes vector."""
+    """The grid on one canvas (coordinates in inches, so panels line up exactly): each panel one raster at ``dpi``'s
+    pixel size (the map over the image, blended at ``OPACITY``; its ``gid`` names the map, its ``norm`` and ``cmap``
+    are the map's colour scale), the text and boxes vector."""
     count = 1 + len(models) * len(columns)
     gap, left = 0.02, (0.32 if row_labels else 0.04)
     top = 3.0 * font_size / 72 + 0.06
@@ -231,9 +235,13 @@ def _draw(models, images, columns, panels, inches, dpi, font_size, scale, row_la
             low, high = ranges[column] if scale == "shared" else (float(np.nanmin(cell.values)),
                                                                    float(np.nanmax(cell.values)))
             values = np.asarray(Image.fromarray(cell.values.astype(np.float32)).resize(size, Image.BILINEAR))
-            canvas.imshow(photo, extent=extent, interpolation="none")
-            shown[column] = canvas.imshow(values, extent=extent, cmap=colormap, alpha=0.6, vmin=low,
-                                          vmax=high if high > low else low + 1e-12, interpolation="none")
+            scale_of = ScalarMappable(Normalize(low, high if high > low else low + 1e-12), colormap)
+            shown[column] = scale_of
+            blended = (1 - OPACITY) * photo / 255 + OPACITY * scale_of.to_rgba(values)[..., :3]  # one raster a panel
+            image = canvas.imshow((blended * 255).round().astype(np.uint8), extent=extent, interpolation="none")
+            image.set_gid(f"map {name} {column}")  # the map's colours: this panel's norm and colormap
+            image.set_norm(scale_of.norm)
+            image.set_cmap(scale_of.cmap)
             for box, colour, dashed in cell.boxes:
                 _box(canvas, box, (x, y + heights[r]), scale_box, colour, dashed)
         y -= gap

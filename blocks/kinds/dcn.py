@@ -134,6 +134,7 @@ GRID_SAMPLERS = SAMPLERS[:2]
 PADS = ("aten::constant_pad_nd",)
 SAMPLED, PADDED = "dcn:sampled", "dcn:padded"  # frame state: sampling operations seen, the padding of the input
 MAX_LAYOUTS = 16  # input shapes remembered per block (each new one costs a few runs of the block)
+MAX_SOURCES = 4  # children tried as the offsets' source (two runs of the block each), the nearest first
 
 
 def _shapes(op: Op) -> tuple:
@@ -261,9 +262,14 @@ def _find_layout(frame: Frame, sampled: dict, sources: list[str] | None) -> tupl
         seen: dict[str, Tensor] = {}
         spies = {name: (lambda output, name=name: seen.setdefault(name, output))
                  for name, _ in frame.module.named_children()}
-        frame.replay(spies)
-        sources = [name for name, output in reversed(seen.items())  # the last called first
-                   if isinstance(output, Tensor) and output.dim() == 4 and output.is_floating_point()]
+        ops = frame.replay(spies)
+        name, count = occurrence
+        calls = [i for i, op in enumerate(ops) if op.name == name]
+        sampled_at = calls[count - 1] if len(calls) >= count else len(ops)
+        made_at = {id(op.out): i for i, op in enumerate(ops) if op.out is not None}
+        sources = [child for child, output in reversed(seen.items())  # the last called before the sampling first
+                   if isinstance(output, Tensor) and output.dim() == 4 and output.is_floating_point()
+                   and made_at.get(id(output), -1) < sampled_at][:MAX_SOURCES]
     pad = _input_padding(frame, size)
     for source in sources:
         try:
