@@ -9,6 +9,7 @@ trained without the block.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,12 @@ def run_knockouts(model: LoadedModel, forward: Callable[[], Any],
         if flat.flatten is None:
             done.append(Knocked(name, kind, flat.flat, skipped=flat.flat))
             continue
-        with knockout(model.module, name) as state:
+        with ExitStack() as stack:
+            try:
+                state = stack.enter_context(knockout(model.module, name))
+            except ValueError as error:  # no longer a block as recognised (its module changed since): said, not run
+                done.append(Knocked(name, kind, flat.flat, skipped=str(error)))
+                continue
             predictions, scored = read(forward())
         done.append(Knocked(name, kind, flat.flat, predictions, scored, state.flattened,
                             None if state.flattened else "the block computed no map in this pass: nothing was made flat"))
