@@ -408,14 +408,14 @@ def paper_figure(args: argparse.Namespace) -> int:
 
     from .analysis.imaging import ImageError
     from .evaluation import DataError
-    from .evaluation.paper import FigureError, save_paper_figure
+    from .evaluation.paper import FORMATS, FigureError, save_paper_figure
     from .evaluation.paper import paper_figure as draw
     from .models import ModelLoadError, load_model
     from .models.boundary import ModelRunError
     from .models.catalog import model_titles, models_to_serve
 
     try:
-        if args.out.suffix.lower() not in (".pdf", ".svg", ".png"):
+        if args.out.suffix.lower().lstrip(".") not in FORMATS:  # said before the models load
             raise FigureError(f"--out must end in .pdf, .svg or .png, got {args.out.name!r}")
         if args.dpi < 50 or args.dpi > 1200 or args.font_size <= 0 or args.boxes < 0:
             raise FigureError("--dpi must be 50 to 1200, --font-size above 0, --boxes at least 0")

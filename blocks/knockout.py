@@ -46,11 +46,6 @@ class Knockout:
     _stacks: list[ExitStack] = field(default_factory=list, repr=False)
 
 
-def flat_of(kind: str) -> str:
-    """What a knockout of ``kind`` replaces, in one sentence."""
-    return KINDS[kind].flat
-
-
 @contextmanager
 def knockout(model: nn.Module, block: str) -> Iterator[Knockout]:
     """Inside the ``with``: ``model``'s module ``block`` (as recognised, by ``recognise`` or a first ``capture``)

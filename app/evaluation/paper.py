@@ -103,7 +103,7 @@ def _map_of(model: LoadedModel, name: str, result, row: int) -> tuple[Any, str, 
     return record.heatmap[row].float().cpu().numpy(), "", record.unit
 
 
-def _panels(name: str, model: LoadedModel, rows: Sequence[PaperImage], columns: Sequence[str], reference: str | None,
+def _panels(model: LoadedModel, rows: Sequence[PaperImage], columns: Sequence[str], reference: str | None,
             boxes: int) -> list[list[Panel]]:
     """Every panel of one model: ``[row][column]``; its maps computed once per group of images of one input shape."""
     engine = Engine(model)
@@ -171,7 +171,7 @@ def paper_figure(models: Sequence[tuple[str, LoadedModel]], images: Sequence[Pap
     columns = _columns(models, maps, reference)
     if not columns:
         raise FigureError("the models share no block kind: name the maps with --maps")
-    panels = {name: _panels(name, model, images, columns, reference, boxes) for name, model in models}
+    panels = {name: _panels(model, images, columns, reference, boxes) for name, model in models}
     return _draw(models, images, columns, panels, inches, dpi, font_size, scale, row_labels, colormap, titles or {})
 
 

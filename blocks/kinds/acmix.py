@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..acmix import ACmix, attention_received, uniform_attention
 from ..observe import Frame, Op, Pattern, shares_storage
-from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output, softmax_call
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, flattened, has_all, last_output, softmax_call
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def _flatten_acmix(module: nn.Module, reader: Reader | None, detail: Any) -> Fla
         weights, dim, _ = softmax
         if _window_layout(weights.shape, dim, frame.input.shape[-2:]) is None:
             return output
-        frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+        flattened(frame)
         return torch.full_like(output, 1.0 / weights.shape[dim])
 
     return Flattening(rewrite=rewrite)

@@ -128,6 +128,11 @@ class Flattening:
     within: Callable[[], AbstractContextManager] | None = None
 
 
+def flattened(frame: Frame) -> None:
+    """Counts one map made flat in a knocked-out call (``blocks.knockout`` reads the count)."""
+    frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+
+
 @dataclass(frozen=True)
 class Kind:
     """A block kind: its record class (maps, heatmap, title, meaning, unit), the computation it is recognised

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..observe import Frame, Op, Pattern, effective_shape, shares_storage
-from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, flattened, has_all, last_output
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def _flatten_ca(module: nn.Module, reader: Reader | None, detail: Any) -> Flatte
             if role in ("rows", "columns") and roles[1 - i] in ("full", "rows", "columns") and roles[1 - i] != role:
                 gate = args[i]
                 factors[i] = gate.mean(dim=-2 if role == "rows" else -1, keepdim=True).expand_as(gate)
-                frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+                flattened(frame)
         return run(tuple(factors), kwargs)
 
     return Flattening(rewrite=rewrite)

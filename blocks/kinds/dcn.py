@@ -15,7 +15,7 @@ from torchvision.ops import DeformConv2d
 
 from ..deform import split_offset_output
 from ..observe import Frame, Op, Pattern, effective_shape, storage_key
-from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, flattened, has_all, last_output
 
 
 @dataclass(frozen=True)
@@ -405,19 +405,26 @@ def _is_offset_conv_dcn(module: nn.Module) -> bool:
             and has_all(module, "kernel_size", "stride", "padding"))
 
 
+def _offset_groups(module: nn.Module, raw: Tensor) -> tuple[int, int]:
+    """``(offset groups, taps)`` of a module's offset conv output ``raw``: the groups its attribute says, else DCNv2
+    when the channels split in thirds, DCNv1 otherwise."""
+    kernel_size = _pair(module.kernel_size)
+    taps = kernel_size[0] * kernel_size[1]
+    groups = next((int(getattr(module, name)) for name in OFFSET_GROUPS if hasattr(module, name)), None)
+    if groups is None:
+        modulated = raw.shape[1] % (3 * taps) == 0 and raw.shape[1] % (2 * taps) != 0
+        groups = raw.shape[1] // ((3 if modulated else 2) * taps)
+    return groups, taps
+
+
 def _build_offset_conv_dcn(module: nn.Module, call: Call, parts: Parts) -> DeformMaps:
     """The offset conv's output is ``[offsets | mask logits]``: ``2*G*k*k`` offset channels in torchvision's
     layout (mmcv and the forks' ``o1, o2, mask = chunk(out, 3); offset = cat(o1, o2)`` alike), then, for
     DCNv2, ``G*k*k`` mask logits (sigmoid)."""
     raw = last_output(parts, _offset_conv(module))
-    kernel_size = _pair(module.kernel_size)
-    taps = kernel_size[0] * kernel_size[1]
-    groups = next((int(getattr(module, name)) for name in OFFSET_GROUPS if hasattr(module, name)), None)
-    if groups is None:  # no attribute: DCNv2 when the channels split in thirds, else DCNv1
-        modulated = raw.shape[1] % (3 * taps) == 0 and raw.shape[1] % (2 * taps) != 0
-        groups = raw.shape[1] // ((3 if modulated else 2) * taps)
+    groups, taps = _offset_groups(module, raw)
     modulated = raw.shape[1] == 3 * groups * taps
-    offsets, mask = split_offset_output(raw, groups, tuple(kernel_size), modulated)
+    offsets, mask = split_offset_output(raw, groups, tuple(_pair(module.kernel_size)), modulated)
     return _module_deform_maps(offsets, mask, module)
 
 
@@ -448,7 +455,7 @@ def _flatten_dcn(module: nn.Module, reader: Reader | None, detail: Any) -> Flatt
 
     def rewrite(name: str, args: tuple, kwargs: dict, run, frame: Frame):
         if name == DeformPattern.OP:
-            frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+            flattened(frame)
             args = (*args[:2], torch.zeros_like(args[2]), *args[3:])  # input, weight, offset, ...
         return run(args, kwargs)
 
@@ -457,12 +464,7 @@ def _flatten_dcn(module: nn.Module, reader: Reader | None, detail: Any) -> Flatt
 
 def _without_offsets(module: nn.Module, raw: Tensor) -> Tensor:
     """The offset conv's output ``[offsets | mask logits]`` with the offsets zero."""
-    kernel_size = _pair(module.kernel_size)
-    taps = kernel_size[0] * kernel_size[1]
-    groups = next((int(getattr(module, name)) for name in OFFSET_GROUPS if hasattr(module, name)), None)
-    if groups is None:
-        modulated = raw.shape[1] % (3 * taps) == 0 and raw.shape[1] % (2 * taps) != 0
-        groups = raw.shape[1] // ((3 if modulated else 2) * taps)
+    groups, taps = _offset_groups(module, raw)
     flat = raw.clone()
     flat[:, :2 * groups * taps] = 0
     return flat

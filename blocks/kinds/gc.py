@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..context import context_mask
 from ..observe import Frame, Op, Pattern, storage_key
 from .acmix import window_softmax
-from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, has_all, last_output, softmax_call
+from .base import BlockMaps, Call, Flattening, Kind, Parts, Reader, flattened, has_all, last_output, softmax_call
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _flatten_gc(module: nn.Module, reader: Reader | None, detail: Any) -> Flatte
         positions = x.shape[-2] * x.shape[-1]
         if weights.shape[dim] != positions or window_softmax(weights, dim):
             return output
-        frame.state["flattened"] = frame.state.get("flattened", 0) + 1
+        flattened(frame)
         return torch.full_like(output, 1.0 / positions)
 
     return Flattening(rewrite=rewrite)
