@@ -76,6 +76,23 @@ def test_one_scale_per_map_family_and_per_panel_only_when_asked():
     assert len(ranges) == 4 and any("own range" in text.get_text() for text in flat.texts)
 
 
+def test_the_pdf_holds_each_panel_as_drawn_and_each_colour_bar_as_one_shading():
+    import io
+
+    from attnlens.evaluation.paper import paper_figure_bytes
+
+    models = [("trained", "efficientnet_lite0"), ("untrained", "efficientnet_lite0_untrained")]
+    figure = attnlens.figure(models, PHOTOS[:1], maps=["gc", "ca"])
+    drawn = sorted(np.asarray(image.get_array()).tobytes() for axis in figure.axes for image in axis.get_images())
+    page = pypdf.PdfReader(io.BytesIO(paper_figure_bytes(figure, "pdf"))).pages[0]
+    # matplotlib's PDF writer stores an image's rows bottom up (and draws it flipped back)
+    embedded = sorted(np.asarray(image.image.convert("RGB"))[::-1].tobytes() for image in page.images)
+    assert len(drawn) == 1 + 2 * 2 and embedded == drawn  # every raster losslessly the pixels drawn, and no other
+    assert len(page["/Resources"]["/Shading"]) == 2  # a colour bar per map family, each one vector shading
+    bars = [artist for axis in figure.axes for artist in axis.collections if artist.get_gid()]
+    assert sorted(artist.get_visible() for artist in bars) == [False, False, True, True]  # as it was: cells shown
+
+
 def test_a_map_one_model_lacks_is_an_empty_panel_saying_so():
     figure = attnlens.figure([("blocks", "efficientnet_lite0"), ("plain", "efficientnet_lite0_plain")], PHOTOS[:1],
                              maps=["gc"])
