@@ -17,6 +17,8 @@ import os
 import pickle
 import queue
 import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -169,26 +171,96 @@ def _for_workers(options: ModelOptions) -> ModelOptions:
 
 @contextmanager
 def _cluster(ray, address: str):
-    """Connected for the run, and disconnected after it (what ``local`` started, stopped). ``local``: a cluster of
-    this machine (loopback, no dashboard); ``auto`` (or ``RAY_ADDRESS``) or an address: join that cluster. The
-    current folder goes to the workers as the job's ``working_dir``."""
+    """Connected for the run, and disconnected after it (what ``local`` started, stopped; on a cluster joined, the
+    system actors this run's Ray Data started, stopped: ``_left_as_found``). ``local``: a cluster of this machine
+    (loopback, no dashboard); ``auto`` (or ``RAY_ADDRESS``) or an address: join that cluster. The current folder
+    goes to the workers as the job's ``working_dir``. Ray's own lines go to a file (``_ray_lines_aside``)."""
     runtime_env = {"working_dir": os.getcwd(), "excludes": SHIPPED_EXCLUDES,
                    "env_vars": {"YOLO_AUTOINSTALL": "False", "YOLOv5_AUTOINSTALL": "False"}}
     quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": logging.ERROR}
     _check_reachable(address)
-    try:
+    with _ray_lines_aside():
         try:
+            try:
+                if address == "local":
+                    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+                else:
+                    ray.init(address=address, **quiet)
+                ray.data.DataContext.get_current().enable_progress_bars = False  # attnlens shows its own
+                logging.getLogger("ray.data").setLevel(logging.ERROR)  # and says what went wrong in one line
+            except Exception as error:  # noqa: BLE001 - Ray's own errors (no cluster there, a working_dir too large)
+                raise RayError(f"cannot start or join the Ray cluster ({address}): {_first_line(error)}") from error
             if address == "local":
-                ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+                yield
             else:
-                ray.init(address=address, **quiet)
-            ray.data.DataContext.get_current().enable_progress_bars = False  # attnlens shows its own
-            logging.getLogger("ray.data").setLevel(logging.ERROR)  # and says what went wrong in one line
-        except Exception as error:  # noqa: BLE001 - Ray's own errors (no cluster there, a working_dir too large ...)
-            raise RayError(f"cannot start or join the Ray cluster ({address}): {_first_line(error)}") from error
+                with _left_as_found(ray):
+                    yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def _ray_lines_aside():
+    """What Ray's C++ core writes to this process's stderr (its error-level lines, ``core_worker.cc: ...``, on
+    runs that went well) into a file while connected; attnlens's own lines and progress bar stay on the terminal
+    (``sys.stderr`` kept on it, where it is the terminal's stream). A run that fails says where the file is
+    (``RayError``); one that does not leaves none."""
+    try:
+        sys.stderr.flush()
+        ours = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a notebook's stream: not the process's stderr
+        ours = False
+    descriptor, path = tempfile.mkstemp(prefix="attnlens-ray-", suffix=".log")
+    terminal = os.dup(2)
+    stream = sys.stderr
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+    if ours:
+        sys.stderr = open(terminal, "w", buffering=1, encoding=stream.encoding, errors=stream.errors,  # noqa: SIM115
+                          closefd=False)
+    failed = False
+    try:
+        yield
+    except BaseException as error:
+        failed = os.path.getsize(path) > 0
+        if failed and isinstance(error, RayError):
+            error.args = (f"{error.args[0]} (Ray's own messages: {path})", *error.args[1:])
+        raise
+    finally:
+        if ours:
+            sys.stderr.flush()
+            sys.stderr = stream
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        if not failed:
+            Path(path).unlink(missing_ok=True)
+
+
+@contextmanager
+def _left_as_found(ray):
+    """A cluster joined, left as found: the named actors this job made there (Ray Data's stats, usage, autoscaling
+    and actor location actors, detached: they outlive the job) stopped after the run. Actors that were there
+    before, and any other job's, are left alone; a failure to tidy up fails nothing."""
+    before = _named_actors(ray)
+    try:
         yield
     finally:
-        ray.shutdown()
+        try:
+            from ray._private import state
+
+            job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+            ours = {actor.get("Name") for actor in state.actors(job_id=job).values()
+                    if actor.get("State") != "DEAD" and actor.get("Name")}
+            for name, namespace in _named_actors(ray) - before:
+                if name in ours:
+                    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        except Exception:  # noqa: BLE001 - Ray's state unreadable or an actor gone already: nothing to stop
+            pass
+
+
+def _named_actors(ray) -> set[tuple[str, str]]:
+    """The named actors alive on the cluster: ``(name, namespace)``."""
+    return {(actor["name"], actor["namespace"]) for actor in ray.util.list_named_actors(all_namespaces=True)}
 
 
 class _Placement(NamedTuple):

@@ -198,14 +198,35 @@ def test_a_model_the_workers_cannot_import_is_one_line_soon(cluster, dataset, tm
     assert "Traceback" not in failed.stderr
 
 
-def test_the_cluster_users_started_is_joined(cluster, dataset, tmp_path):
-    """``--ray`` alone joins RAY_ADDRESS's cluster, which is left running."""
+def named_actors(address: str) -> list[list[str]]:
+    """The named actors alive on the cluster at ``address`` (a driver of its own, as a user's would be)."""
+    code = ("import json, ray, sys\nray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR')\n"
+            "print(json.dumps(sorted([a['namespace'], a['name']] for a in ray.util.list_named_actors(all_namespaces="
+            "True))))")
+    done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_cluster_users_started_is_joined_and_left_as_found(cluster, dataset, tmp_path):
+    """``--ray`` alone joins RAY_ADDRESS's cluster, which is left running, without the system actors Ray Data
+    starts (detached, they outlive the job); the terminal gets attnlens's lines and progress bar, not Ray's."""
     common = ["eval", "--data", dataset, "--model", MODELS[1], "--device", "cpu", "--reference", "none", "--json"]
     local = attnlens(*common, "--workers", "0")
-    joined = attnlens(*common, "--ray", "--ray-actors", "1", env={"RAY_ADDRESS": cluster})
-    assert joined.returncode == 0, joined.stderr
+    before = named_actors(cluster)
+    temp = Path(tempfile.mkdtemp(prefix="attnlens-tmp-", dir="/tmp"))  # where Ray's own lines go for the run
+    try:
+        joined = attnlens(*common, "--ray", "--ray-actors", "1", env={"RAY_ADDRESS": cluster, "TMPDIR": str(temp)})
+        assert joined.returncode == 0, joined.stderr
+        assert not list(temp.glob("attnlens-ray-*.log"))  # a run that went well leaves no file of them
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert joined.stdout == local.stdout
     assert ray_daemons(), "attnlens stopped a cluster it did not start"
+    assert named_actors(cluster) == before
+    said = [line for line in re.split(r"[\r\n]+", joined.stderr) if line.strip()]
+    assert said and all(line.startswith(("scoring", "attnlens:")) for line in said), joined.stderr
 
 
 def test_a_module_given_in_python_cannot_go_to_the_workers(dataset):
