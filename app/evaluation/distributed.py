@@ -202,9 +202,10 @@ def _cluster(ray, address: str):
 @contextmanager
 def _ray_lines_aside():
     """What Ray's C++ core writes to this process's stderr (its error-level lines, ``core_worker.cc: ...``, on
-    runs that went well) into a file while connected; attnlens's own lines and progress bar stay on the terminal
-    (``sys.stderr`` kept on it, where it is the terminal's stream). A run that fails says where the file is
-    (``RayError``); one that does not leaves none."""
+    runs that went well) and what its driver prints to ``sys.stdout`` (the raylets' error messages: a lost
+    node's last log lines, its actors' retries) into a file while connected; attnlens's own lines and progress
+    bar stay on the terminal (``sys.stderr`` kept on it, where it is the terminal's stream), and its results go to
+    stdout after. A run that fails says where the file is (``RayError``); one that does not leaves none."""
     try:
         sys.stderr.flush()
         ours = sys.stderr.fileno() == 2
@@ -212,9 +213,10 @@ def _ray_lines_aside():
         ours = False
     descriptor, path = tempfile.mkstemp(prefix="attnlens-ray-", suffix=".log")
     terminal = os.dup(2)
-    stream = sys.stderr
+    stream, results = sys.stderr, sys.stdout
     os.dup2(descriptor, 2)
     os.close(descriptor)
+    sys.stdout = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     if ours:
         sys.stderr = open(terminal, "w", buffering=1, encoding=stream.encoding, errors=stream.errors,  # noqa: SIM115
                           closefd=False)
@@ -222,11 +224,14 @@ def _ray_lines_aside():
     try:
         yield
     except BaseException as error:
+        sys.stdout.flush()
         failed = os.path.getsize(path) > 0
         if failed and isinstance(error, RayError):
             error.args = (f"{error.args[0]} (Ray's own messages: {path})", *error.args[1:])
         raise
     finally:
+        sys.stdout.close()
+        sys.stdout = results
         if ours:
             sys.stderr.flush()
             sys.stderr = stream
@@ -269,25 +274,81 @@ class _Placement(NamedTuple):
     threads: int  # torch threads of each
     resources: dict  # what each asks of Ray
     decoders: int  # at most this many decoding actors
+    decode_cpus: float  # what each asks of Ray
 
 
 def _placement(ray, actors: int | None, local: bool) -> _Placement:
     """``actors`` model actors (default: one per GPU, else one), each with its node's CPUs shared by the actors
     there as torch threads (at most a local run's, on a cluster of this machine: then one actor computes as a
-    local run does, to the last bit), asking Ray for a GPU where there are, else for its CPUs but one, left to
-    decoding."""
+    local run does, to the last bit), asking Ray for a GPU and a CPU where there are GPUs, else for its CPUs but
+    one, left to decoding (half a CPU where it has one thread: it shares that CPU with decoding); the decoders
+    as ``_decoding`` plans them. ``RayError`` where the nodes cannot hold the model actors."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
     size = actors or max(1, gpus)
+    if placement := _plan(nodes, gpus, size, local):
+        return placement
+    cpus = _plan_asks(nodes, gpus, size, local)[1]["num_cpus"]
+    most = next((fewer for fewer in range(size - 1, 0, -1) if _plan(nodes, gpus, fewer, local)), None)
+    raise RayError(f"the cluster's nodes cannot hold {size} model actors asking {cpus:g} CPU{'' if cpus == 1 else 's'}"
+                   f"{' and a GPU' if gpus else ''} each, beside a decoder: ask for fewer (--ray-actors"
+                   f"{f' {most} at most' if most else ''})")
+
+
+def _plan_asks(nodes: Sequence[dict], gpus: int, size: int, local: bool) -> tuple[int, dict]:
+    """Each model actor's torch threads and what it asks of Ray (``_placement``)."""
     node_cpus = min((int(node["CPU"]) for node in nodes if node.get("CPU")), default=1)
     threads = max(1, node_cpus // -(-size // max(1, len(nodes))))
     if local:
         import torch
 
         threads = min(threads, torch.get_num_threads())
-    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(1, threads - 1)}
-    cpus = int(sum(node.get("CPU", 0) for node in nodes))
-    return _Placement(gpus, size, threads, resources, max(1, cpus - size * resources["num_cpus"]))
+    cpus = (1 if gpus else threads - 1) if threads > 1 else 0.5
+    return threads, ({"num_gpus": 1, "num_cpus": cpus} if gpus else {"num_cpus": cpus})
+
+
+def _plan(nodes: Sequence[dict], gpus: int, size: int, local: bool) -> _Placement | None:
+    """``size`` model actors and their decoders on ``nodes``; None where the nodes cannot hold them."""
+    threads, resources = _plan_asks(nodes, gpus, size, local)
+    decoding = _decoding(nodes, size, resources)
+    return _Placement(gpus, size, threads, resources, *decoding) if decoding else None
+
+
+def _decoding(nodes: Sequence[dict], actors: int, resources: dict) -> tuple[int, float] | None:
+    """How many decoding actors at most, and the CPUs each asks for: once the model actors are placed, as many as
+    leave room for all of them and the model actors on what is left after losing any one node but the head
+    (whose loss is the cluster's) that can be recovered from, so that Ray can restart what the node held (a
+    decoder asking for less than a CPU where less is left); where no loss can be recovered from (or on a cluster
+    of one node), as many as the CPUs hold beside the model actors; None where the model actors and a decoder do
+    not fit at all. Counted in each node's CPUs left beside the model actors: decoders spread unevenly can still
+    leave a model actor no node to restart on, which the stall watchdog then ends."""
+    whole = [(float(node.get("CPU", 0)), float(node.get("GPU", 0))) for node in nodes]
+    workers = [index for index, node in enumerate(nodes) if "node:__internal_head__" not in node]
+    plans = [plan for lost in workers if (plan := _left_beside(whole[:lost] + whole[lost + 1:], actors, resources))]
+    if not plans:  # no node's loss can be recovered from (or there is none to lose): the cluster whole
+        plans = [plan] if (plan := _left_beside(whole, actors, resources)) else []
+    if not plans:
+        return None
+    decode_cpus = min(1.0, *(max(left) for left in plans))
+    decode_cpus = int(decode_cpus * 100) / 100  # Ray's resources are counted to 1e-4
+    return max(1, min(sum(int(spare / decode_cpus + 1e-9) for spare in left) for left in plans)), decode_cpus
+
+
+def _left_beside(nodes: list[tuple[float, float]], actors: int, resources: dict) -> list[float] | None:
+    """The CPUs each node has left once ``actors`` model actors asking ``resources`` are placed on ``nodes``
+    (``(CPUs, GPUs)``), each where the most CPUs are left among the nodes that hold it; None where they do not
+    all fit with room for a decoder of at least a hundredth of a CPU."""
+    cpus, gpus = resources["num_cpus"], resources.get("num_gpus", 0)
+    left = [list(node) for node in nodes]
+    for _ in range(actors):
+        fitting = [node for node in left if node[0] >= cpus and node[1] >= gpus]
+        if not fitting:
+            return None
+        node = max(fitting, key=lambda node: node[0])
+        node[0] -= cpus
+        node[1] -= gpus
+    spare = [node[0] for node in left]
+    return spare if max(spare, default=0) >= 0.01 else None
 
 
 def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset, references: Sequence[str],
@@ -323,7 +384,8 @@ def evaluate_on_ray(models: Sequence[tuple[str, LoadedModel]], dataset: Dataset,
                            f"shipped to them, or from what is installed there)") from error
         batches = [{"batch": number, "images": places} for number, places in enumerate(plan)]
         stream = (ray.data.from_items(batches, override_num_blocks=max(1, len(plan)))
-                  .map_batches(_Decode, fn_constructor_args=(images, recipes), batch_size=1, num_cpus=1,
+                  .map_batches(_Decode, fn_constructor_args=(images, recipes), batch_size=1,
+                               num_cpus=placement.decode_cpus,
                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=placement.decoders))
                   .map_batches(_Score,
                                fn_constructor_args=(options, images, tuple(references), placement.threads, ap, knockout),

@@ -1,6 +1,8 @@
 """Labelled datasets the tests write: the same images and boxes as a YOLO data.yaml and as a COCO JSON, and models
 whose maps are known by construction (a GC block whose context mask reads the red channel)."""
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -66,3 +68,21 @@ def red_context():
 def flat_context():
     """The same with a zero mask conv: a uniform context mask."""
     return _gc_model(0.0)
+
+
+class _Unhurried(nn.Module):
+    """A model that takes ``seconds`` more for each forward."""
+
+    def __init__(self, model: nn.Module, seconds: float):
+        super().__init__()
+        self.model, self.seconds = model, seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return self.model(x)
+
+
+def unhurried_red_context():
+    """``red_context`` taking half a second more a forward: a run long enough to lose a node in."""
+    spec = red_context()
+    return replace(spec, module=_Unhurried(spec.module, 0.5))

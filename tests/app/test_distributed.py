@@ -182,6 +182,16 @@ def test_ray_missing_and_ray_mistakes_are_one_line(dataset, tmp_path):
     assert none_running.stderr.startswith("attnlens: cannot start or join the Ray cluster (auto)")
 
 
+def test_more_model_actors_than_the_nodes_hold_is_one_line(dataset, ray_tmpdir):
+    """More actors than this machine's cluster holds (half a CPU each at one thread, beside a decoder): one line
+    before the run, with how many it holds (the pool would wait for ever for actors Ray cannot place)."""
+    crowded = attnlens("eval", "--data", dataset, "--model", MODELS[0], "--device", "cpu", "--ray", "local",
+                       "--ray-actors", "1000", tmpdir=ray_tmpdir)
+    assert crowded.returncode == 2 and crowded.stderr.count("\n") == 1, crowded.stderr
+    assert re.fullmatch(r"attnlens: the cluster's nodes cannot hold 1000 model actors asking 0\.5 CPUs each, beside a "
+                        r"decoder: ask for fewer \(--ray-actors \d+ at most\)\n", crowded.stderr), crowded.stderr
+
+
 def test_a_model_the_workers_cannot_import_is_one_line_soon(cluster, dataset, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -277,5 +287,83 @@ def test_more_actors_give_the_local_summary_within_the_stated_tolerance(dataset,
     assert local.returncode == 0, local.stderr
     spread = attnlens(*common, "--ray", "local", "--ray-actors", "2", "--out", tmp_path / "ray", tmpdir=ray_tmpdir)
     assert spread.returncode == 0, spread.stderr
+    ours, theirs = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("ray", "local"))
+    assert close(ours, theirs)
+
+
+def raylets_of(temp_dir: str) -> set[int]:
+    """The raylets (one per node) of the Ray cluster whose temp dir is ``temp_dir``."""
+    return {pid for pid in processes_of(temp_dir)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"/raylet")}
+
+
+HOLD_THE_HEAD = """
+import sys, time
+import ray
+from ray._private import state
+
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+head = next(node["NodeID"] for node in ray.nodes() if "node:__internal_head__" in node["Resources"])
+
+@ray.remote(num_cpus=1, resources={"node:__internal_head__": 0.001})
+class Hold:
+    def ready(self):
+        return True
+
+hold = Hold.remote()
+ray.get(hold.ready.remote())
+print("holding", flush=True)
+deadline = time.monotonic() + 200
+while time.monotonic() < deadline:
+    if any("_Score" in actor["ActorClassName"] and actor["State"] == "ALIVE" and actor["Address"]["NodeID"] != head
+           for actor in state.actors().values()):
+        print("scoring on the second node", flush=True)
+        break
+    time.sleep(0.2)
+"""
+
+
+def test_a_node_lost_with_the_model_actor_is_recovered_from(dataset, tmp_path):
+    """A head of one CPU and a second node of two (``ray start --address``, as a second machine joins): a driver of
+    the test's holds the head's CPU until the model actor is running on the second node, whose raylet is then
+    killed. The model actor and a decoder must both come back on the head's one CPU (before, the model actor held
+    all of it and the run waited for a decoder for ever); the run ends well, with a local run's numbers."""
+    common = ["eval", "--data", dataset, "--model", "tests.app.labelled_data:unhurried_red_context", "--device",
+              "cpu", "--batch-size", "1", "--reference", "none"]
+    local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    ray = Path(sys.executable).with_name("ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-two-", dir="/tmp")
+    own = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+    try:
+        head = subprocess.run([ray, "start", "--head", "--num-cpus", "1", "--include-dashboard", "false", "--port", "0",
+                               "--disable-usage-stats", "--temp-dir", temp_dir], capture_output=True, text=True,
+                              timeout=120, env=own)
+        assert head.returncode == 0, head.stderr
+        address = re.search(r"--address='?([\d.]+:\d+)", head.stdout + head.stderr).group(1)
+        heads = raylets_of(temp_dir)
+        second = subprocess.run([ray, "start", "--address", address, "--num-cpus", "2", "--disable-usage-stats"],
+                                capture_output=True, text=True, timeout=120, env=own)
+        assert second.returncode == 0, second.stderr
+        (second_raylet,) = raylets_of(temp_dir) - heads
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_HEAD, address], stdout=subprocess.PIPE, text=True,
+                                  env=own)
+        assert holder.stdout.readline().strip() == "holding"
+        result = {}
+        running = threading.Thread(target=lambda: result.update(done=attnlens(
+            *common, "--ray", address, "--ray-stall-s", "60", "--out", tmp_path / "ray")))
+        running.start()
+        assert holder.stdout.readline().strip() == "scoring on the second node"
+        holder.wait(timeout=60)  # its hold on the head's CPU goes with it
+        os.kill(second_raylet, signal.SIGKILL)
+        running.join()
+    finally:
+        stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    done = result["done"]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:-1] == local.stdout.splitlines()[:-1]  # the table, not the lost raylet's lines
+    said = [line for line in re.split(r"[\r\n]+", done.stderr) if line.strip()]
+    assert said and all(line.startswith(("scoring", "attnlens:")) for line in said), done.stderr
     ours, theirs = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("ray", "local"))
     assert close(ours, theirs)
