@@ -249,16 +249,23 @@ def test_a_module_given_in_python_cannot_go_to_the_workers(dataset):
 def test_a_run_that_stops_moving_ends_in_one_line_and_keeps_what_was_scored(dataset, tmp_path, ray_tmpdir):
     """A model that never finishes a batch on the workers (as a lost node leaves a run): no batch for
     ``--ray-stall-s`` ends the run with what Ray reports, exit 1, the summary of what was scored written; the cluster
-    it started is shut down."""
+    it started is shut down; Ray's own lines are in the file the line names."""
     before = ray_daemons()
     started = time.monotonic()
-    stalled = attnlens("eval", "--data", dataset, "--model", "tests.app.broken_models:hangs_on_batches", "--device",
-                       "cpu", "--batch-size", "2", "--reference", "none", "--ray", "local", "--ray-stall-s", "8",
-                       "--out", tmp_path / "out", tmpdir=ray_tmpdir)
-    assert stalled.returncode == 1, stalled.stderr
-    lines = [line for line in stalled.stderr.splitlines() if line.startswith("attnlens:")]
-    assert len(lines) == 1 and "no batch finished for 8 s (0 of" in lines[0] and "Ray reports 1 of 1 nodes alive" in \
-        lines[0] and f"what was scored is in {tmp_path / 'out'}" in lines[0], stalled.stderr
+    temp = Path(tempfile.mkdtemp(prefix="attnlens-tmp-", dir="/tmp"))  # where Ray's own lines go for the run
+    try:
+        stalled = attnlens("eval", "--data", dataset, "--model", "tests.app.broken_models:hangs_on_batches",
+                           "--device", "cpu", "--batch-size", "2", "--reference", "none", "--ray", "local",
+                           "--ray-stall-s", "8", "--out", tmp_path / "out", tmpdir=ray_tmpdir, env={"TMPDIR": str(temp)})
+        assert stalled.returncode == 1, stalled.stderr
+        lines = [line for line in stalled.stderr.splitlines() if line.startswith("attnlens:")]
+        assert len(lines) == 1 and "no batch finished for 8 s (0 of" in lines[0] and "Ray reports 1 of 1 nodes alive" \
+            in lines[0] and f"what was scored is in {tmp_path / 'out'}" in lines[0], stalled.stderr
+        kept = list(temp.glob("attnlens-ray-*.log"))  # kept where Ray wrote anything (its core_worker lines)
+        assert all(f"(Ray's own messages: {file})" in lines[0] and file.stat().st_size for file in kept)
+        assert kept or "Ray's own messages" not in lines[0]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["incomplete"].startswith("no batch finished for 8 s") and summary["rows"] == []
     assert time.monotonic() - started < 200
