@@ -116,23 +116,39 @@ def dataset(tmp_path_factory):
     return yaml
 
 
+RAY = Path(sys.executable).with_name("ray")
+OWN_CLUSTER = {"RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}  # never another's; a second node needs the token
+
+
+def start_head(temp_dir: str, cpus: int) -> str:
+    """``ray start --head`` of ``cpus`` CPUs (no dashboard, a free port) in ``temp_dir``: its address."""
+    started = subprocess.run([RAY, "start", "--head", "--num-cpus", str(cpus), "--include-dashboard", "false", "--port",
+                              "0", "--disable-usage-stats", "--temp-dir", temp_dir], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, **OWN_CLUSTER})
+    assert started.returncode == 0, started.stderr
+    address = re.search(r"--address='?([\d.]+:\d+)", started.stdout + started.stderr)
+    assert address, started.stdout
+    return address.group(1)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray cluster started as users start one (``ray start --head``), in a temp dir of its own: its address, for
     ``RAY_ADDRESS``; stopped by its own processes after (``stop_cluster``)."""
-    ray = Path(sys.executable).with_name("ray")
     temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
-    started = subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--include-dashboard", "false", "--port", "0",
-                              "--disable-usage-stats", "--temp-dir", temp_dir], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
     try:
-        assert started.returncode == 0, started.stderr
-        address = re.search(r"--address='?([\d.]+:\d+)", started.stdout + started.stderr)
-        assert address, started.stdout
-        yield address.group(1)
+        yield start_head(temp_dir, 2)
     finally:
         stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def lines_dir():
+    """A short temp dir of this test's, for ``TMPDIR``: where a run puts the file of Ray's own lines."""
+    folder = Path(tempfile.mkdtemp(prefix="attnlens-tmp-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_ray_gives_the_local_runs_files_and_shuts_its_cluster_down(dataset, tmp_path, ray_tmpdir):
@@ -214,24 +230,20 @@ def named_actors(address: str) -> list[list[str]]:
             "print(json.dumps(sorted([a['namespace'], a['name']] for a in ray.util.list_named_actors(all_namespaces="
             "True))))")
     done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
+                          env={**os.environ, **OWN_CLUSTER})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_cluster_users_started_is_joined_and_left_as_found(cluster, dataset, tmp_path):
+def test_the_cluster_users_started_is_joined_and_left_as_found(cluster, dataset, lines_dir):
     """``--ray`` alone joins RAY_ADDRESS's cluster, which is left running, without the system actors Ray Data
     starts (detached, they outlive the job); the terminal gets attnlens's lines and progress bar, not Ray's."""
     common = ["eval", "--data", dataset, "--model", MODELS[1], "--device", "cpu", "--reference", "none", "--json"]
     local = attnlens(*common, "--workers", "0")
     before = named_actors(cluster)
-    temp = Path(tempfile.mkdtemp(prefix="attnlens-tmp-", dir="/tmp"))  # where Ray's own lines go for the run
-    try:
-        joined = attnlens(*common, "--ray", "--ray-actors", "1", env={"RAY_ADDRESS": cluster, "TMPDIR": str(temp)})
-        assert joined.returncode == 0, joined.stderr
-        assert not list(temp.glob("attnlens-ray-*.log"))  # a run that went well leaves no file of them
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    joined = attnlens(*common, "--ray", "--ray-actors", "1", env={"RAY_ADDRESS": cluster, "TMPDIR": str(lines_dir)})
+    assert joined.returncode == 0, joined.stderr
+    assert not list(lines_dir.glob("attnlens-ray-*.log"))  # a run that went well leaves no file of them
     assert joined.stdout == local.stdout
     assert ray_daemons(), "attnlens stopped a cluster it did not start"
     assert named_actors(cluster) == before
@@ -246,26 +258,23 @@ def test_a_module_given_in_python_cannot_go_to_the_workers(dataset):
         evaluate([("mine", nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))], dataset, ray="local")
 
 
-def test_a_run_that_stops_moving_ends_in_one_line_and_keeps_what_was_scored(dataset, tmp_path, ray_tmpdir):
+def test_a_run_that_stops_moving_ends_in_one_line_and_keeps_what_was_scored(dataset, tmp_path, ray_tmpdir,
+                                                                             lines_dir):
     """A model that never finishes a batch on the workers (as a lost node leaves a run): no batch for
     ``--ray-stall-s`` ends the run with what Ray reports, exit 1, the summary of what was scored written; the cluster
     it started is shut down; Ray's own lines are in the file the line names."""
     before = ray_daemons()
     started = time.monotonic()
-    temp = Path(tempfile.mkdtemp(prefix="attnlens-tmp-", dir="/tmp"))  # where Ray's own lines go for the run
-    try:
-        stalled = attnlens("eval", "--data", dataset, "--model", "tests.app.broken_models:hangs_on_batches",
-                           "--device", "cpu", "--batch-size", "2", "--reference", "none", "--ray", "local",
-                           "--ray-stall-s", "8", "--out", tmp_path / "out", tmpdir=ray_tmpdir, env={"TMPDIR": str(temp)})
-        assert stalled.returncode == 1, stalled.stderr
-        lines = [line for line in stalled.stderr.splitlines() if line.startswith("attnlens:")]
-        assert len(lines) == 1 and "no batch finished for 8 s (0 of" in lines[0] and "Ray reports 1 of 1 nodes alive" \
-            in lines[0] and f"what was scored is in {tmp_path / 'out'}" in lines[0], stalled.stderr
-        kept = list(temp.glob("attnlens-ray-*.log"))  # kept where Ray wrote anything (its core_worker lines)
-        assert all(f"(Ray's own messages: {file})" in lines[0] and file.stat().st_size for file in kept)
-        assert kept or "Ray's own messages" not in lines[0]
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    stalled = attnlens("eval", "--data", dataset, "--model", "tests.app.broken_models:hangs_on_batches", "--device",
+                       "cpu", "--batch-size", "2", "--reference", "none", "--ray", "local", "--ray-stall-s", "8",
+                       "--out", tmp_path / "out", tmpdir=ray_tmpdir, env={"TMPDIR": str(lines_dir)})
+    assert stalled.returncode == 1, stalled.stderr
+    lines = [line for line in stalled.stderr.splitlines() if line.startswith("attnlens:")]
+    assert len(lines) == 1 and "no batch finished for 8 s (0 of" in lines[0] and "Ray reports 1 of 1 nodes alive" in \
+        lines[0] and f"what was scored is in {tmp_path / 'out'}" in lines[0], stalled.stderr
+    kept = list(lines_dir.glob("attnlens-ray-*.log"))  # kept where Ray wrote anything (its core_worker lines)
+    assert all(f"(Ray's own messages: {file})" in lines[0] and file.stat().st_size for file in kept)
+    assert kept or "Ray's own messages" not in lines[0]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["incomplete"].startswith("no batch finished for 8 s") and summary["rows"] == []
     assert time.monotonic() - started < 200
@@ -339,17 +348,13 @@ def test_a_node_lost_with_the_model_actor_is_recovered_from(dataset, tmp_path):
               "cpu", "--batch-size", "1", "--reference", "none"]
     local = attnlens(*common, "--workers", "0", "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
-    ray = Path(sys.executable).with_name("ray")
     temp_dir = tempfile.mkdtemp(prefix="ray-two-", dir="/tmp")
-    own = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+    own = {**os.environ, **OWN_CLUSTER}
+    holder = None
     try:
-        head = subprocess.run([ray, "start", "--head", "--num-cpus", "1", "--include-dashboard", "false", "--port", "0",
-                               "--disable-usage-stats", "--temp-dir", temp_dir], capture_output=True, text=True,
-                              timeout=120, env=own)
-        assert head.returncode == 0, head.stderr
-        address = re.search(r"--address='?([\d.]+:\d+)", head.stdout + head.stderr).group(1)
+        address = start_head(temp_dir, 1)
         heads = raylets_of(temp_dir)
-        second = subprocess.run([ray, "start", "--address", address, "--num-cpus", "2", "--disable-usage-stats"],
+        second = subprocess.run([RAY, "start", "--address", address, "--num-cpus", "2", "--disable-usage-stats"],
                                 capture_output=True, text=True, timeout=120, env=own)
         assert second.returncode == 0, second.stderr
         (second_raylet,) = raylets_of(temp_dir) - heads
@@ -365,6 +370,8 @@ def test_a_node_lost_with_the_model_actor_is_recovered_from(dataset, tmp_path):
         os.kill(second_raylet, signal.SIGKILL)
         running.join()
     finally:
+        if holder is not None and holder.poll() is None:  # the test failed while it held the head
+            holder.kill()
         stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     done = result["done"]
